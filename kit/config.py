@@ -1,0 +1,111 @@
+"""Load config.yaml with `key.sub=value` command-line overrides, and check it before anything starts."""
+
+import difflib
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from kit.errors import KitError
+
+POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
+                 "inference.max_response_length", "training.actor.batch_size_per_gpu")
+
+
+def load_config(path: str = "config.yaml", overrides: list[str] = ()) -> DictConfig:
+    try:
+        base = OmegaConf.create(yaml.safe_load(Path(path).read_text()))
+    except FileNotFoundError:
+        raise KitError(f"config file '{path}' not found: run from the kit's folder or pass config=PATH") from None
+    except yaml.YAMLError as err:
+        raise KitError(f"config file '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+    cfg = base.copy()
+    for item in overrides:
+        key, value = _parse_override(item)
+        _check_known(base, key)
+        OmegaConf.update(cfg, key, value)
+        _check_type(key, OmegaConf.select(base, key), OmegaConf.select(cfg, key))
+    _check_values(cfg)
+    return cfg
+
+
+def _parse_override(item: str):
+    if "=" not in item:
+        raise KitError(f"argument '{item}' is not an override: write key=value, e.g. batch_size=4")
+    key, value = item.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value else None
+
+
+def _check_known(base: DictConfig, key: str):
+    if OmegaConf.select(base, key, default=_MISSING) is not _MISSING:
+        return
+    keys = _all_keys(base)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else "see config.yaml for the valid keys"
+    raise KitError(f"unknown config key '{key}': {hint}")
+
+
+_MISSING = object()
+
+
+def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        keys.append(prefix + key)
+        if isinstance(value, DictConfig):
+            keys += _all_keys(value, prefix + key + ".")
+    return keys
+
+
+def _check_type(key: str, default, value):
+    """An override must have the type of the value it replaces (an int passes for a float)."""
+    if default is None or isinstance(default, str) and not isinstance(value, (dict, list, DictConfig)):
+        return
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return
+    if isinstance(default, (list, tuple)) or OmegaConf.is_list(default):
+        if OmegaConf.is_list(value):
+            return
+    raise KitError(f"config key '{key}' must be {_type_name(default)}, got {value!r}")
+
+
+def _type_name(value) -> str:
+    if OmegaConf.is_list(value):
+        return "a list"
+    if OmegaConf.is_dict(value):
+        return "a section of keys (set its sub-keys, e.g. key.sub=value)"
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(type(value), "a string")
+
+
+def _check_values(cfg: DictConfig):
+    for key in POSITIVE_INTS:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise KitError(f"config key '{key}' must be a positive integer, got {value!r}")
+    if cfg.num_gpus != "auto" and (not isinstance(cfg.num_gpus, int) or cfg.num_gpus < 0):
+        raise KitError(f"config key 'num_gpus' must be auto or an integer >= 0, got {cfg.num_gpus!r}")
+    if not 0 < cfg.inference.top_p <= 1:
+        raise KitError(f"config key 'inference.top_p' must be in (0, 1], got {cfg.inference.top_p}")
+    if cfg.inference.temperature <= 0:
+        raise KitError(f"config key 'inference.temperature' must be > 0 for training rollouts, got {cfg.inference.temperature}")
+    for key in ("save_every", "val_every"):
+        if cfg[key] < 0:
+            raise KitError(f"config key '{key}' must be >= 0, got {cfg[key]}")
+
+
+def resolve_hardware(cfg: DictConfig, visible_gpus: int):
+    """Fix num_gpus ('auto' = all visible) and num_workers (one per GPU, or num_cpu_workers on CPU)."""
+    if cfg.num_gpus == "auto":
+        cfg.num_gpus = visible_gpus
+    if cfg.num_gpus > visible_gpus:
+        raise KitError(f"num_gpus={cfg.num_gpus} but {visible_gpus} GPU(s) are visible: lower num_gpus or use num_gpus=auto")
+    cfg.num_workers = cfg.num_gpus or cfg.num_cpu_workers
+    rollouts = cfg.batch_size * cfg.n_generations
+    if rollouts % cfg.num_workers or cfg.val_size % cfg.num_workers:
+        raise KitError(
+            f"batch_size x n_generations = {rollouts} and val_size = {cfg.val_size} must both divide by the "
+            f"{cfg.num_workers} workers: change batch_size, n_generations or val_size"
+        )

@@ -1,0 +1,22 @@
+"""One-line errors for mistakes a user can fix, and the wrapper that prints them instead of a traceback."""
+
+import functools
+import sys
+
+
+class KitError(Exception):
+    """A mistake in config, data, env or reward code. The message names the problem and the fix."""
+
+
+def one_line_errors(main):
+    """Run `main`; a KitError prints as one line on stderr and exits with status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KitError as err:
+            print(f"verl-kit: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
