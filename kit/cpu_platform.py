@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager
 
 import torch
-from verl.plugin.platform import PlatformBase, PlatformRegistry
+from verl.plugin.platform import PlatformBase, PlatformRegistry, set_platform
 
 MODULE = __name__
 
@@ -142,9 +142,13 @@ def register_fsdp_engines():
 
 def enable():
     """Make verl use this platform in this process and in every Ray worker started after this call."""
-    os.environ["VERL_PLATFORM"] = "cpu"
-    os.environ["VERL_USE_EXTERNAL_MODULES"] = MODULE
-
-
-if os.environ.get("VERL_PLATFORM") == "cpu":
+    if os.environ.get("VERL_PLATFORM") != "cpu":
+        os.environ["VERL_PLATFORM"] = "cpu"
+        os.environ["VERL_USE_EXTERNAL_MODULES"] = MODULE
+        set_platform(PlatformCPU())
     _patch_cpu_only_torch()
+
+
+# Importing the kit on a machine without a GPU selects the CPU platform (before verl picks CUDA).
+if not torch.cuda.is_available() or os.environ.get("VERL_PLATFORM") == "cpu":
+    enable()

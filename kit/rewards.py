@@ -1,0 +1,51 @@
+"""Rewards through verl's reward manager (`reward.reward_manager`, naive by default) and the user's function."""
+
+import asyncio
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from verl import DataProto
+from verl.trainer.ppo.reward import load_reward_manager
+
+from kit.errors import KitError
+
+
+class RewardScorer:
+    def __init__(self, verl_cfg, tokenizer):
+        fn = verl_cfg.reward.custom_reward_function
+        if not Path(fn.path).is_file():
+            raise KitError(f"reward file '{fn.path}' not found: set reward_model.custom_reward_function.path")
+        try:
+            self.manager = load_reward_manager(verl_cfg, tokenizer)
+        except AttributeError:
+            raise KitError(f"reward file '{fn.path}' has no function '{fn.name}': "
+                           "set reward_model.custom_reward_function.name") from None
+        except Exception as err:  # the user's module failed to import
+            raise KitError(f"reward file '{fn.path}' failed to import ({type(err).__name__}: {err}): fix it") from None
+        self.where = f"{fn.name} in {fn.path}"
+
+    def score(self, batch: DataProto, data_source: str, ground_truths: list) -> tuple[torch.Tensor, list[float]]:
+        """Score every response. Returns verl's token-level scores (B, R), the score on each response's
+        last token, and the accuracy of each response ('acc' in the function's dict, else the score)."""
+        batch.non_tensor_batch["data_source"] = np.array([data_source] * len(batch), dtype=object)
+        batch.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gt} for gt in ground_truths], dtype=object)
+        results = self.manager.loop.run_until_complete(
+            asyncio.gather(*(self._score_one(batch[i:i + 1]) for i in range(len(batch))))
+        )
+        scores = [result["reward_score"] for result in results]
+        accuracy = [float(result["reward_extra_info"].get("acc", score)) for result, score in zip(results, scores)]
+        return self.manager.assemble_rm_scores(batch, scores), accuracy
+
+    async def _score_one(self, item: DataProto) -> dict:
+        try:
+            result = await self.manager.run_single(item)
+        except Exception as err:
+            raise KitError(f"reward function {self.where} raised {type(err).__name__}: {err}: fix the function "
+                           "(it must return a number for every response)") from None
+        score = result["reward_score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise KitError(f"reward function {self.where} returned {score!r}: it must return a finite number "
+                           "or a dict with a numeric 'score'")
+        return result

@@ -1,0 +1,65 @@
+"""Per-step metrics: verl's tracking backends (console, wandb, tensorboard), a JSONL history, a progress bar,
+and a PNG plot of train reward and validation accuracy against step."""
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+from verl.utils.tracking import Tracking
+
+
+class RunLog:
+    def __init__(self, cfg, total_steps: int):
+        self.dir = Path(cfg.output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.history = self.dir / "metrics.jsonl"
+        self.history.write_text("")
+        self.tracking = Tracking(project_name=cfg.project_name, experiment_name=cfg.experiment_name,
+                                 default_backend=list(cfg.logger), config=OmegaConf.to_container(cfg))
+        self.bar = tqdm(total=total_steps, desc="training", unit="step", dynamic_ncols=True)
+        self.timing = {}
+
+    @contextmanager
+    def timer(self, name: str):
+        """Time a phase of the step: timing/<name> in seconds."""
+        start = time.perf_counter()
+        yield
+        self.timing[f"timing/{name}"] = time.perf_counter() - start
+
+    def log(self, metrics: dict, step: int):
+        metrics = {**metrics, **self.timing}
+        self.timing = {}
+        self.tracking.log(data=metrics, step=step)
+        with self.history.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if "train/reward_mean" in metrics:
+            self.bar.update(1)
+            self.bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
+
+    def close(self):
+        self.bar.close()
+        plot_metrics(self.history, self.dir / "metrics.png")
+
+
+def plot_metrics(history: Path, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("train/reward_mean", "train reward"), ("val/accuracy", "held-out accuracy (greedy)")):
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        if points:
+            ax.plot(*zip(*points), marker="o" if key.startswith("val") else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
