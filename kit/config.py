@@ -23,8 +23,10 @@ def load_config(path: str = "config.yaml", overrides: list[str] = ()) -> DictCon
     for item in overrides:
         key, value = _parse_override(item)
         _check_known(base, key)
-        OmegaConf.update(cfg, key, value)
-        _check_type(key, OmegaConf.select(base, key), OmegaConf.select(cfg, key))
+        default = OmegaConf.select(base, key)
+        value = _as_float(value) if isinstance(default, float) else value  # YAML reads 1e-5 as a string
+        _check_type(key, default, value)
+        OmegaConf.update(cfg, key, value, merge=False)
     _check_values(cfg)
     return cfg
 
@@ -34,6 +36,13 @@ def _parse_override(item: str):
         raise KitError(f"argument '{item}' is not an override: write key=value, e.g. batch_size=4")
     key, value = item.split("=", 1)
     return key.strip(), yaml.safe_load(value) if value else None
+
+
+def _as_float(value):
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def _check_known(base: DictConfig, key: str):
@@ -59,16 +68,15 @@ def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
 
 def _check_type(key: str, default, value):
     """An override must have the type of the value it replaces (an int passes for a float)."""
-    if default is None or isinstance(default, str) and not isinstance(value, (dict, list, DictConfig)):
+    if default is None or isinstance(default, str) and not isinstance(value, (dict, list)):
         return
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return
-    if isinstance(default, (list, tuple)) or OmegaConf.is_list(default):
-        if OmegaConf.is_list(value):
-            return
+    if OmegaConf.is_list(default) and isinstance(value, list):
+        return
     raise KitError(f"config key '{key}' must be {_type_name(default)}, got {value!r}")
 
 

@@ -1,0 +1,62 @@
+import pytest
+from conftest import ROOT, kit_config
+
+from kit.config import load_config, resolve_hardware
+from kit.errors import KitError
+
+
+def test_defaults_load_and_overrides_apply():
+    cfg = kit_config("batch_size=4", "inference.temperature=0.9", "training.actor.lr=1e-5")
+    assert cfg.batch_size == 4 and cfg.inference.temperature == 0.9 and cfg.training.actor.lr == 1e-5
+    assert cfg.algorithm.advantage_estimator == "grpo"
+
+
+def test_unknown_key_names_the_closest_valid_key():
+    with pytest.raises(KitError, match="unknown config key 'inference.temprature': did you mean 'inference.temperature'"):
+        kit_config("inference.temprature=0.9")
+    with pytest.raises(KitError, match="did you mean 'batch_size'"):
+        kit_config("batchsize=4")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=abc", "'batch_size' must be an integer"),
+    ("inference.temperature=hot", "'inference.temperature' must be a number"),
+    ("training.actor.use_kl_loss=maybe", "must be true or false"),
+    ("batch_size=0", "'batch_size' must be a positive integer"),
+    ("n_generations=-2", "'n_generations' must be a positive integer"),
+    ("inference.top_p=1.5", "'inference.top_p' must be in"),
+    ("num_gpus=-1", "'num_gpus' must be auto or an integer"),
+    ("inference=3", "must be a section of keys"),
+    ("batch_size", "is not an override: write key=value"),
+])
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(KitError, match=message):
+        kit_config(override)
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(KitError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: [1, 2\n")
+    with pytest.raises(KitError, match="not valid YAML"):
+        load_config(str(bad))
+
+
+def test_hardware_resolution_and_batch_split():
+    cfg = kit_config("num_cpu_workers=2")
+    resolve_hardware(cfg, visible_gpus=0)
+    assert cfg.num_gpus == 0 and cfg.num_workers == 2
+    cfg = kit_config("num_gpus=auto")
+    resolve_hardware(cfg, visible_gpus=8)
+    assert cfg.num_workers == 8
+    with pytest.raises(KitError, match="must both divide by the 3 workers"):
+        resolve_hardware(kit_config("num_cpu_workers=3"), visible_gpus=0)
+    with pytest.raises(KitError, match="2 GPU\\(s\\) are visible"):
+        resolve_hardware(kit_config("num_gpus=4"), visible_gpus=2)
+
+
+def test_every_key_in_config_yaml_has_a_comment():
+    for line in (ROOT / "config.yaml").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "#" in line, f"config.yaml line without a comment: {line!r}"
