@@ -1,0 +1,67 @@
+"""`python algorithm.py` as a user runs it: real verl workers on Ray, CPU, a tiny model and the embedded SmolLM2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+TINY = ["model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=8", "inference.max_response_length=8"]
+
+
+def run_kit(*overrides, timeout=600):
+    return subprocess.run([sys.executable, "algorithm.py", *overrides], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_two_steps_on_a_tiny_model(tmp_path):
+    out = tmp_path / "run"
+    result = run_kit(*TINY, "num_cpu_workers=2", "steps_per_epoch=2", "val_every=1", "training.actor.use_kl_loss=true",
+                     f"output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [row for row in rows if "train/reward_mean" in row]
+    assert [row["step"] for row in train] == [1, 2]
+    for key in ("train/accuracy", "train/entropy", "actor/grad_norm", "actor/kl_loss", "response_length/mean",
+                "timing/generation", "timing/reward", "timing/log_prob", "timing/update"):
+        assert key in train[0], key
+    assert [row["step"] for row in rows if "val/accuracy" in row] == [0, 1, 2]
+    assert (out / "metrics.png").stat().st_size > 0
+    assert any((out / "checkpoints" / "global_step_2").iterdir())
+    model = AutoModelForCausalLM.from_pretrained(out / "hf_model")
+    tokenizer = AutoTokenizer.from_pretrained(out / "hf_model")
+    ids = tokenizer("2 + 2 =", return_tensors="pt").input_ids
+    assert model.generate(ids, max_new_tokens=2, do_sample=False).shape[1] > ids.shape[1]
+
+
+def test_one_step_on_the_embedded_smollm2(tmp_path):
+    result = run_kit("batch_size=2", "n_generations=2", "val_size=2", "steps_per_epoch=1", "save_every=0",
+                     "inference.max_response_length=8", f"output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/reward_mean" in row for row in rows)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model_path=/no/such/model"], "model_path '/no/such/model' does not exist"),
+    (["num_cpu_workers=3"], "must both divide by the 3 workers"),
+    (["algorithm.advantage_estimator=ppo"], "'ppo' is unknown: choose one of"),
+    (["algorithm.policy_loss=clip"], "'clip' is unknown: choose one of vanilla"),
+    (["inference.temprature=0.5"], "did you mean 'inference.temperature'"),
+    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+      "reward_model.custom_reward_function.name=raises"], "raised ValueError: cannot parse the answer"),
+    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+      "reward_model.custom_reward_function.name=returns_text"], "returned '1.0': it must return a finite number"),
+    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+      "reward_model.custom_reward_function.name=returns_nan"], "returned nan"),
+    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+      "reward_model.custom_reward_function.name=missing"], "has no function 'missing'"),
+])
+def test_bad_input_is_one_line_without_traceback(tmp_path, overrides, message):
+    result = run_kit(*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}", *overrides)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("verl-kit: error: ")

@@ -1,0 +1,119 @@
+"""Unit tests of the support package and the helpers in inference.py."""
+
+import importlib.util
+
+import pytest
+import torch
+from conftest import kit_config
+
+import inference
+from kit import cpu_platform
+from kit.batching import micro_batch_size
+from kit.errors import KitError
+from kit.models import resolve_model_path
+from kit.preflight import check_algorithm, check_no_trl
+from kit.task import checked_batch
+
+
+def test_cpu_platform_is_verls_platform_here():
+    from verl.plugin.platform import get_platform
+    from verl.utils.device import get_device_name, get_nccl_backend
+
+    assert isinstance(get_platform(), cpu_platform.PlatformCPU)
+    assert get_device_name() == "cpu" and get_nccl_backend() == "gloo"
+    assert torch.ones(2).pin_memory().device.type == "cpu"  # no-op instead of an accelerator error
+    device = get_platform().device_module
+    assert device.memory_allocated() == 0 and device.get_device_name() == "CPU"
+
+
+def test_cpu_platform_registers_verls_fsdp_engines():
+    from verl.workers.engine import EngineRegistry
+
+    cpu_platform.register_fsdp_engines()
+    assert EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__ == "FSDPEngineWithLMHead"
+    assert EngineRegistry.get_engine_cls("value_model", "fsdp2").__name__ == "FSDPEngineWithValueHead"
+
+
+def test_micro_batch_size_always_divides():
+    assert micro_batch_size(32, 8) == 8
+    assert micro_batch_size(12, 8) == 6
+    assert micro_batch_size(7, 4) == 1
+    assert micro_batch_size(4, 32) == 4
+
+
+def test_model_path_errors(tmp_path):
+    with pytest.raises(KitError, match="does not exist"):
+        resolve_model_path(str(tmp_path / "missing"))
+    with pytest.raises(KitError, match="without config.json"):
+        resolve_model_path(str(tmp_path))
+    with pytest.raises(KitError, match="could not be fetched from the hub"):
+        resolve_model_path("no-such-org/no-such-model")
+
+
+def test_tiny_model_is_a_hugging_face_folder(tiny_model_dir, tiny_tokenizer):
+    assert resolve_model_path(tiny_model_dir) == tiny_model_dir
+    assert tiny_tokenizer.eos_token == "<|im_end|>" and tiny_tokenizer.chat_template
+
+
+def test_encode_prompt_and_left_pad(tiny_tokenizer):
+    text = inference.encode_prompt(tiny_tokenizer, "1 + 1 =")
+    chat = inference.encode_prompt(tiny_tokenizer, [{"role": "user", "content": "1 + 1 ="}])
+    assert text == tiny_tokenizer("1 + 1 =")["input_ids"]
+    assert tiny_tokenizer.decode(chat).endswith("<|im_start|>assistant\n")
+    ids, mask = inference.left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_engine_choice_errors():
+    inference.check_engine(kit_config())
+    for engine in ("vllm", "sglang"):
+        with pytest.raises(KitError, match=f"'{engine}' is not available .*: use inference.engine=hf"):
+            inference.check_engine(kit_config(f"inference.engine={engine}"))
+    with pytest.raises(KitError, match="unknown: choose one of hf, vllm, sglang"):
+        inference.check_engine(kit_config("inference.engine=tgi"))
+
+
+def test_prompt_longer_than_the_context_is_an_error():
+    cfg = kit_config("inference.max_response_length=10")
+    cfg.model_context = 20
+    inference.check_prompt_length([[1] * 10], cfg)
+    with pytest.raises(KitError, match="exceeds the model's context of 20 tokens"):
+        inference.check_prompt_length([[1] * 11], cfg)
+
+
+def test_unknown_estimator_and_loss_list_the_valid_names():
+    check_algorithm(kit_config())
+    with pytest.raises(KitError, match="'grpoo' is unknown: choose one of gae|.*grpo, .*rloo"):
+        check_algorithm(kit_config("algorithm.advantage_estimator=grpoo"))
+    with pytest.raises(KitError, match="'ppo' is unknown: choose one of vanilla, .*gspo"):
+        check_algorithm(kit_config("algorithm.policy_loss=ppo"))
+    with pytest.raises(KitError, match="'gae' needs a critic"):
+        check_algorithm(kit_config("algorithm.advantage_estimator=gae"))
+
+
+def test_trl_beside_verl_is_refused(tmp_path, monkeypatch):
+    assert importlib.util.find_spec("trl") is None
+    check_no_trl()
+    (tmp_path / "trl").mkdir()
+    (tmp_path / "trl" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KitError, match="trl is installed beside verl 0.9.1.*pip uninstall trl"):
+        check_no_trl()
+
+
+def _get(prompts, truths):
+    return lambda size: {"prompts": prompts, "ground_truths": truths}
+
+
+@pytest.mark.parametrize("batch, message", [
+    (_get(["a", "b"], ["1"]), "returned 2 prompts but 1 ground_truths"),
+    (_get([], []), "returned no prompts"),
+    (_get(["a"], ["1"]), "returned 1 prompts instead of 2"),
+    (lambda size: ["a", "b"], "must return a dict with 'prompts' and 'ground_truths'"),
+    (_get(["a", 3], ["1", "2"]), "returned the prompt 3"),
+    (_get(["a", [{"role": "user"}]], ["1", "2"]), "a prompt is a string or a list of"),
+    (_get(["a", "b"], ["1", float("nan")]), "missing ground truth"),
+])
+def test_bad_env_batches_are_one_line_errors(batch, message):
+    with pytest.raises(KitError, match=message):
+        checked_batch(batch, 2)
