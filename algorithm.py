@@ -7,13 +7,11 @@ training and every val_every steps; a verl checkpoint every save_every epochs; a
 copy of the actor and a plot of reward and accuracy in output_dir.
 """
 
-import os
 import sys
 
 from kit import cpu_platform  # first: on a machine without a GPU it selects the CPU platform before verl loads
 
 import numpy as np
-import ray
 import torch
 from transformers import AutoConfig, AutoTokenizer
 from verl.trainer.ppo.metric_utils import compute_data_metrics
@@ -47,7 +45,6 @@ def main(overrides: list[str]):
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     env = load_env()
     reward = RewardScorer(verl_cfg, tokenizer)
-    ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False)
     workers = training.start_workers(cfg, verl_cfg)
     total_steps = cfg.num_epochs * cfg.steps_per_epoch
     log = RunLog(cfg, total_steps)

@@ -3,7 +3,9 @@
 The default task: two-digit additions that carry (47 + 38), asked as raw text after three worked
 examples. SmolLM2-135M-Instruct gets about one in five right greedily, and about half of its 8-sample
 groups mix right and wrong answers: the group-relative signal GRPO learns from. The held-out split is a
-fixed tenth of the problems, never seen in training.
+fixed tenth of the problems, never seen in training; the hash that picks it depends only on the ones
+digits, so training never sees those ones-column pairs at all (9+3, 5+5, 8+6, 4+8, 7+9): held-out accuracy
+measures carrying learned in general, not problems memorised.
 
 Interface the loop uses:
   get_batch(size)      -> {'prompts': [...], 'ground_truths': [...]}   training problems
@@ -17,7 +19,7 @@ import random
 DATA_SOURCE = "carry_addition"
 EXAMPLES = "12 + 35 = 47\n68 + 21 = 89\n45 + 39 = 84\n"  # the three worked examples before every question
 
-# All pairs of two-digit numbers whose ones digits carry; every tenth (by a fixed hash) is held out.
+# All pairs of two-digit numbers whose ones digits carry; a tenth (by a hash of the ones digits) is held out.
 PROBLEMS = [(a, b) for a in range(10, 100) for b in range(10, 100) if a % 10 + b % 10 >= 10]
 HELD_OUT = [(a, b) for a, b in PROBLEMS if (31 * a + 7 * b) % 10 == 0]
 TRAIN = [(a, b) for a, b in PROBLEMS if (31 * a + 7 * b) % 10 != 0]

@@ -6,6 +6,8 @@ verl's padded DataProto; the workers take verl's jagged TensorDict, so every cal
 (left_right_2_no_padding) and out (no_padding_2_padding), exactly as verl's own trainer does.
 """
 
+import os
+
 import ray
 import torch
 from verl import DataProto
@@ -18,8 +20,12 @@ from kit.worker import KitWorker
 
 
 def start_workers(cfg, verl_cfg) -> RayWorkerGroup:
-    """Start the actor (+ reference) workers and load the model into them."""
+    """Start Ray and the actor (+ reference) workers, and load the model into them."""
     on_gpu = cfg.num_gpus > 0
+    if not ray.is_initialized():
+        if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // cfg.num_workers)))
+        ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False)
     role = "actor_ref" if needs_reference(cfg) else "actor"
     pool = RayResourcePool([cfg.num_workers], use_gpu=on_gpu, max_colocate_count=1)
     worker = RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=role)

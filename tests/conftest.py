@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
-from kit import cpu_platform  # noqa: E402  (selects verl's CPU platform before verl loads)
+from kit import cpu_platform  # noqa: E402, F401  (selects verl's CPU platform before verl loads)
 
 
 @pytest.fixture(scope="session")

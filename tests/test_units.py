@@ -117,3 +117,18 @@ def _get(prompts, truths):
 def test_bad_env_batches_are_one_line_errors(batch, message):
     with pytest.raises(KitError, match=message):
         checked_batch(batch, 2)
+
+
+def test_default_task_splits_and_reward():
+    import env
+    import my_reward
+
+    train, held_out = set(env.TRAIN), set(env.HELD_OUT)
+    assert not train & held_out and len(held_out) > 128
+    assert env.get_val_batch(16) == env.get_val_batch(16)  # the same problems every validation
+    prompts, truths = checked_batch(env.get_batch, 8)
+    a, b = prompts[0].rsplit("\n", 1)[1].rstrip(" =").split(" + ")
+    assert truths[0] == str(int(a) + int(b)) and prompts[0].startswith(env.EXAMPLES)
+    assert my_reward.compute_score(env.DATA_SOURCE, " 132\n45 + 17 = 62", "132") == 1.0
+    assert my_reward.compute_score(env.DATA_SOURCE, " 122\n132", "132") == 0.0  # the first integer is graded
+    assert my_reward.compute_score(env.DATA_SOURCE, " I don't know", "132") == 0.0

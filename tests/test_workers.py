@@ -21,7 +21,6 @@ def setup(tiny_model_dir, tiny_tokenizer):
     resolve_hardware(cfg, visible_gpus=0)
     cfg.model_context = 512
     verl_cfg = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     workers = training.start_workers(cfg, verl_cfg)
     yield cfg, workers, tiny_tokenizer
     ray.shutdown()
