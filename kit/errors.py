@@ -16,7 +16,8 @@ def one_line_errors(main):
         try:
             return main(*args, **kwargs)
         except KitError as err:
-            print(f"verl-kit: error: {err}", file=sys.stderr)
+            # On a line of its own: a progress bar may be mid-line on stderr.
+            print(f"\nverl-kit: error: {err}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
