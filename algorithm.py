@@ -47,24 +47,22 @@ def main(overrides: list[str]):
     reward = RewardScorer(verl_cfg, tokenizer)
     workers = training.start_workers(cfg, verl_cfg)
     total_steps = cfg.num_epochs * cfg.steps_per_epoch
-    log = RunLog(cfg, total_steps)
     if not hasattr(env, "get_val_batch"):
         print("note: env.py defines no get_val_batch(size), so validation is skipped")
 
     # ---- the loop ------------------------------------------------------------------------------------
-    validate(cfg, env, workers, tokenizer, reward, log, step=0)
-    step = 0
-    for epoch in range(1, cfg.num_epochs + 1):
-        for _ in range(cfg.steps_per_epoch):
-            step += 1
-            log.log(train_step(cfg, verl_cfg, env, workers, tokenizer, reward, log, step), step)
-            if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
-                validate(cfg, env, workers, tokenizer, reward, log, step)
-        if cfg.save_every and epoch % cfg.save_every == 0:
-            training.save_checkpoint(workers, f"{cfg.output_dir}/checkpoints/global_step_{step}", step)
-
-    training.export_hf(workers, f"{cfg.output_dir}/hf_model")
-    log.close()
+    with RunLog(cfg, total_steps) as log:
+        validate(cfg, env, workers, tokenizer, reward, log, step=0)
+        step = 0
+        for epoch in range(1, cfg.num_epochs + 1):
+            for _ in range(cfg.steps_per_epoch):
+                step += 1
+                log.log(train_step(cfg, verl_cfg, env, workers, tokenizer, reward, log, step), step)
+                if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
+                    validate(cfg, env, workers, tokenizer, reward, log, step)
+            if cfg.save_every and epoch % cfg.save_every == 0:
+                training.save_checkpoint(workers, f"{cfg.output_dir}/checkpoints/global_step_{step}", step)
+        training.export_hf(workers, f"{cfg.output_dir}/hf_model")
     print(f"done: Hugging Face model in {cfg.output_dir}/hf_model, metrics in {cfg.output_dir}/metrics.jsonl and .png")
 
 

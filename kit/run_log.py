@@ -39,7 +39,11 @@ class RunLog:
             self.bar.update(1)
             self.bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Close the bar even when the run fails, so an error prints after it, and plot what was logged."""
         self.bar.close()
         plot_metrics(self.history, self.dir / "metrics.png")
 
