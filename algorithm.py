@@ -1,24 +1,30 @@
 """algorithm.py: the RL loop. Run it with `python algorithm.py [key.sub=value ...]` (keys: config.yaml).
 
 Each step: prompts from env.py -> n responses each (inference.py) -> rewards (my_reward.py through verl's
-reward manager) -> old (and reference) log-probs -> advantages (verl's estimator, GRPO by default) -> one
-actor update with verl's policy loss (training.py). Greedy validation on env.py's held-out split before
-training and every val_every steps; a verl checkpoint every save_every epochs; at the end a Hugging Face
-copy of the actor and a plot of reward and accuracy in output_dir.
+reward manager), minus a KL penalty if use_kl_in_reward -> old (and reference) log-probs, critic values for
+GAE -> advantages (verl's estimator, GRPO by default) -> critic and actor updates with verl's losses
+(training.py). Greedy validation on env.py's held-out split before training and every val_every steps; a
+checkpoint every save_every steps that a killed run resumes from exactly; at the end a Hugging Face copy of
+the actor and a plot of reward and accuracy in output_dir.
 """
 
 import sys
+from dataclasses import dataclass
+from types import ModuleType
 
 from kit import cpu_platform  # first: on a machine without a GPU it selects the CPU platform before verl loads
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from transformers import AutoConfig, AutoTokenizer
+from verl.trainer.ppo.core_algos import get_kl_controller
 from verl.trainer.ppo.metric_utils import compute_data_metrics
-from verl.trainer.ppo.ray_trainer import compute_advantage
+from verl.trainer.ppo.ray_trainer import apply_kl_penalty, compute_advantage
 
 import inference
 import training
+from kit import checkpoints
 from kit.config import load_config, resolve_hardware
 from kit.errors import one_line_errors
 from kit.models import resolve_model_path
@@ -29,14 +35,35 @@ from kit.task import checked_batch, load_env
 from kit.verl_config import compose_verl_config, verl_overrides
 
 
+@dataclass
+class Run:
+    """What every step uses, built once."""
+    cfg: DictConfig
+    verl_cfg: DictConfig
+    env: ModuleType
+    tokenizer: object
+    reward: RewardScorer
+    workers: training.Workers
+    kl_ctrl: object  # verl's FixedKLController / AdaptiveKLController: the KL-in-reward coefficient
+
+
 @one_line_errors
 def main(overrides: list[str]):
-    # ---- setup: config, model, task, reward, workers --------------------------------------------------
+    # ---- setup: config, resume point, model, task, reward, workers ------------------------------------
     cfg = load_config("config.yaml", overrides)
     check_no_trl()
     check_algorithm(cfg)
     inference.check_engine(cfg)
     resolve_hardware(cfg, visible_gpus=torch.cuda.device_count())
+    total_steps = cfg.num_epochs * cfg.steps_per_epoch
+    resume_from = checkpoints.find(cfg)
+    state = checkpoints.load_state(resume_from) if resume_from else {"step": 0}
+    if resume_from:
+        checkpoints.check_matches(state, cfg, resume_from, critic=training.needs_critic(cfg))
+        if state["step"] >= total_steps:
+            print(f"this run already finished: {resume_from} is step {state['step']} of {total_steps}. Raise "
+                  "num_epochs or steps_per_epoch to train on, or set resume=off (or a new output_dir) to start over.")
+            return
     if cfg.num_gpus == 0:
         cpu_platform.enable()
     model_dir = resolve_model_path(cfg.model_path)
@@ -44,75 +71,113 @@ def main(overrides: list[str]):
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     env = load_env()
-    reward = RewardScorer(verl_cfg, tokenizer)
-    workers = training.start_workers(cfg, verl_cfg)
-    total_steps = cfg.num_epochs * cfg.steps_per_epoch
+    run = Run(cfg, verl_cfg, env, tokenizer, RewardScorer(verl_cfg, tokenizer),
+              training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl))
+    if resume_from:
+        resume(run, resume_from, state)
     if not hasattr(env, "get_val_batch"):
         print("note: env.py defines no get_val_batch(size), so validation is skipped")
 
     # ---- the loop ------------------------------------------------------------------------------------
-    with RunLog(cfg, total_steps) as log:
-        validate(cfg, env, workers, tokenizer, reward, log, step=0)
-        step = 0
-        for epoch in range(1, cfg.num_epochs + 1):
-            for _ in range(cfg.steps_per_epoch):
-                step += 1
-                log.log(train_step(cfg, verl_cfg, env, workers, tokenizer, reward, log, step), step)
-                if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
-                    validate(cfg, env, workers, tokenizer, reward, log, step)
-            if cfg.save_every and epoch % cfg.save_every == 0:
-                training.save_checkpoint(workers, f"{cfg.output_dir}/checkpoints/global_step_{step}", step)
-        training.export_hf(workers, f"{cfg.output_dir}/hf_model")
+    with RunLog(cfg, total_steps, first_step=state["step"]) as log:
+        if state["step"] == 0:
+            validate(run, log, step=0)
+        for step in range(state["step"] + 1, total_steps + 1):
+            log.log(train_step(run, log, step), step)
+            if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
+                validate(run, log, step)
+            if cfg.save_every and (step % cfg.save_every == 0 or step == total_steps):
+                save(run, step)
+        training.export_hf(run.workers, f"{cfg.output_dir}/hf_model")
     print(f"done: Hugging Face model in {cfg.output_dir}/hf_model, metrics in {cfg.output_dir}/metrics.jsonl and .png")
 
 
-def train_step(cfg, verl_cfg, env, workers, tokenizer, reward, log, step: int) -> dict:
-    n = cfg.n_generations
+def train_step(run: Run, log: RunLog, step: int) -> dict:
+    cfg, n, metrics = run.cfg, run.cfg.n_generations, {}
     with log.timer("generation"):
-        prompts, truths = checked_batch(env.get_batch, cfg.batch_size)
-        batch = inference.generate(workers, tokenizer, prompts, cfg, n=n, seed=cfg.seed + step)  # B*n rows
+        prompts, truths = checked_batch(run.env.get_batch, cfg.batch_size)
+        batch = inference.generate(run.workers.actor, run.tokenizer, prompts, cfg, n=n, seed=cfg.seed + step)  # B*n rows
         batch.non_tensor_batch["uid"] = np.repeat([f"{step}-{i}" for i in range(len(prompts))], n)  # groups
 
     with log.timer("reward"):
-        scores, accuracy = reward.score(batch, data_source(env), np.repeat(truths, n).tolist())
+        scores, accuracy = run.reward.score(batch, data_source(run.env), np.repeat(truths, n).tolist())
         batch.batch["token_level_scores"] = scores  # (B*n, R): each response's score sits on its last token
-        batch.batch["token_level_rewards"] = scores
+        if cfg.algorithm.advantage_estimator == "remax":  # ReMax's baseline: the greedy response's reward
+            batch.batch["reward_baselines"] = greedy_rewards(run, prompts, truths, step).repeat_interleave(n)  # (B*n,)
 
     with log.timer("log_prob"):
-        batch = batch.union(training.compute_log_probs(workers, batch, cfg))  # old_log_probs, entropys
+        batch = batch.union(training.compute_log_probs(run.workers, batch, cfg))  # old_log_probs, entropys
+        if cfg.algorithm.policy_loss == "bypass_mode":  # the loss corrects against the sampler's own log-probs
+            batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
         if training.needs_reference(cfg):
-            batch = batch.union(training.compute_ref_log_probs(workers, batch, cfg))  # ref_log_prob
+            batch = batch.union(training.compute_ref_log_probs(run.workers, batch, cfg))  # ref_log_prob
+        if training.needs_critic(cfg):
+            batch = batch.union(training.compute_values(run.workers, batch, cfg))  # values
 
+    if cfg.algorithm.use_kl_in_reward:  # rewards -= kl_coef * KL(actor || ref) per token; adapts the coef
+        batch, kl_metrics = apply_kl_penalty(batch, kl_ctrl=run.kl_ctrl, kl_penalty=cfg.algorithm.kl_penalty)
+        metrics.update(kl_metrics)
+    else:
+        batch.batch["token_level_rewards"] = scores
     batch = compute_advantage(  # advantages, returns: (B*n, R)
         batch, adv_estimator=cfg.algorithm.advantage_estimator, gamma=cfg.algorithm.gamma, lam=cfg.algorithm.lam,
-        num_repeat=n, norm_adv_by_std_in_grpo=cfg.algorithm.norm_adv_by_std_in_grpo, config=verl_cfg.algorithm,
+        num_repeat=n, norm_adv_by_std_in_grpo=cfg.algorithm.norm_adv_by_std_in_grpo, config=run.verl_cfg.algorithm,
     )
 
     with log.timer("update"):
-        actor = training.update_actor(workers, batch, cfg)
+        if training.needs_critic(cfg):
+            metrics.update(training.update_critic(run.workers, batch, cfg))
+        if step > cfg.training.critic.warmup_steps or not training.needs_critic(cfg):
+            metrics.update(training.update_actor(run.workers, batch, cfg))
 
     mask = batch.batch["response_mask"].bool()
     return {
         "train/reward_mean": scores.sum(-1).mean().item(),
         "train/accuracy": float(np.mean(accuracy)),
         "train/entropy": batch.batch["entropys"][mask].mean().item(),
-        "actor/grad_norm": actor["grad_norm"],
-        "actor/pg_loss": actor["actor/pg_loss"],
-        "actor/ppo_kl": actor["actor/ppo_kl"],
-        "actor/kl_loss": actor.get("kl_loss", 0.0),
-        "actor/lr": actor["lr"],
-        **compute_data_metrics(batch, use_critic=False),  # response_length/*, score, advantages, ...
+        **metrics,
+        **compute_data_metrics(batch, use_critic=training.needs_critic(cfg)),  # response_length/*, advantages, ...
     }
 
 
-def validate(cfg, env, workers, tokenizer, reward, log, step: int):
+def greedy_rewards(run: Run, prompts: list, truths: list, step: int) -> torch.Tensor:
+    """The reward of each prompt's greedy response: (B,)."""
+    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed + step, greedy=True)
+    scores, _ = run.reward.score(batch, data_source(run.env), truths)
+    return scores.sum(-1)
+
+
+def validate(run: Run, log: RunLog, step: int):
     """Greedy accuracy on env.py's held-out split."""
-    if not hasattr(env, "get_val_batch"):
+    if not hasattr(run.env, "get_val_batch"):
         return
-    prompts, truths = checked_batch(env.get_val_batch, cfg.val_size)
-    batch = inference.generate(workers, tokenizer, prompts, cfg, n=1, seed=cfg.seed, greedy=True)
-    _, accuracy = reward.score(batch, data_source(env), truths)
+    prompts, truths = checked_batch(run.env.get_val_batch, run.cfg.val_size)
+    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed, greedy=True)
+    _, accuracy = run.reward.score(batch, data_source(run.env), truths)
     log.log({"val/accuracy": float(np.mean(accuracy))}, step)
+
+
+def save(run: Run, step: int):
+    """Everything a resumed run needs to continue as if never stopped (kit/checkpoints.py)."""
+    loop_state = {"kl_coef": run.kl_ctrl.value, "env": env_state(run.env)}
+    with checkpoints.writing(run.cfg, step, loop_state) as folder:
+        training.save_checkpoint(run.workers, folder, step)
+
+
+def resume(run: Run, folder, state: dict):
+    training.load_checkpoint(run.workers, str(folder))
+    run.kl_ctrl.value = state["kl_coef"]
+    if state["env"] is not None:
+        run.env.load_state_dict(state["env"])
+    else:
+        print("note: env.py has no state_dict(), so its data order restarts rather than continues")
+    checkpoints.restore_rng(state)
+    print(f"resumed from {folder} (step {state['step']})")
+
+
+def env_state(env):
+    """env.py's data cursor, if it exposes one (state_dict/load_state_dict); else the order restarts on resume."""
+    return env.state_dict() if hasattr(env, "state_dict") else None
 
 
 def data_source(env) -> str:

@@ -11,6 +11,8 @@ Interface the loop uses:
   get_batch(size)      -> {'prompts': [...], 'ground_truths': [...]}   training problems
   get_val_batch(size)  -> the same, held out; always the same problems for the same size (optional)
   DATA_SOURCE          -> the name the reward function receives as data_source
+  state_dict(), load_state_dict(state)  -> the data cursor, saved in checkpoints so a resumed run
+                          continues the same order (optional)
 A prompt is a string (raw text) or a list of chat messages [{'role': 'user', 'content': ...}].
 """
 
@@ -29,6 +31,14 @@ _rng = random.Random(0)  # training order: reproducible across runs
 
 def get_batch(size):
     return _as_batch(_rng.choice(TRAIN) for _ in range(size))
+
+
+def state_dict():
+    return {"rng": _rng.getstate()}
+
+
+def load_state_dict(state):
+    _rng.setstate(state["rng"])
 
 
 def get_val_batch(size):

@@ -1,90 +1,153 @@
-"""training.py: verl's FSDP actor and reference workers on Ray, and the calls the loop makes on them.
+"""training.py: verl's FSDP actor, reference and critic workers on Ray, and the calls the loop makes on them.
 
-One Ray worker per GPU (or `num_cpu_workers` CPU workers when num_gpus is 0), each holding an FSDP2 shard
-of the actor and, when a KL term needs it, of the frozen reference model. The driver keeps batches as
-verl's padded DataProto; the workers take verl's jagged TensorDict, so every call converts on the way in
-(left_right_2_no_padding) and out (no_padding_2_padding), exactly as verl's own trainer does.
+One Ray worker per GPU (or `num_cpu_workers` CPU workers when num_gpus is 0). Each holds an FSDP2 shard of
+the actor; of the frozen reference model when a KL term needs it; and, for GAE (PPO), of the critic: verl's
+TrainingWorker with a value model, colocated in the same process (verl's create_colocated_worker_cls).
+The driver keeps batches as verl's padded DataProto; the workers take verl's jagged TensorDict, so every
+call converts on the way in (left_right_2_no_padding) and out (no_padding_2_padding) as verl's trainer does.
 """
 
 import os
+from dataclasses import dataclass
+from functools import partial
 
 import ray
 import torch
 from verl import DataProto
 from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+from verl.single_controller.ray.base import create_colocated_worker_cls
 from verl.utils import tensordict_utils as tu
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.config import TrainingWorkerConfig
+from verl.workers.utils.losses import value_loss
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
 from kit.batching import micro_batch_size
-from kit.worker import KitWorker
+from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
+from kit.worker import CriticWorker, KitWorker
 
 
-def start_workers(cfg, verl_cfg) -> RayWorkerGroup:
-    """Start Ray and the actor (+ reference) workers, and load the model into them."""
+@dataclass
+class Workers:
+    actor: RayWorkerGroup  # actor (+ reference) on every worker; also generates (inference.py)
+    critic: RayWorkerGroup | None  # value model in the same processes, for GAE; None otherwise
+
+
+def start_workers(cfg, verl_cfg) -> Workers:
+    """Start Ray and the workers, and load the models into them."""
     on_gpu = cfg.num_gpus > 0
     if not ray.is_initialized():
         if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // cfg.num_workers)))
         ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False)
     role = "actor_ref" if needs_reference(cfg) else "actor"
+    roles = {"actor": RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=role)}
+    if needs_critic(cfg):
+        critic_cfg = omega_conf_to_dataclass(verl_cfg.critic)
+        roles["critic"] = RayClassWithInitArgs(ray.remote(CriticWorker), config=TrainingWorkerConfig(
+            model_type="value_model", model_config=critic_cfg.model, engine_config=critic_cfg.engine,
+            optimizer_config=critic_cfg.optim, checkpoint_config=critic_cfg.checkpoint,
+        ))
     pool = RayResourcePool([cfg.num_workers], use_gpu=on_gpu, max_colocate_count=1)
-    worker = RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=role)
-    workers = RayWorkerGroup(pool, worker, device_name="cuda" if on_gpu else "cpu")
-    workers.init_model()
-    return workers
+    colocated = RayWorkerGroup(pool, create_colocated_worker_cls(roles), device_name="cuda" if on_gpu else "cpu")
+    groups = colocated.spawn(prefix_set=roles.keys())
+    groups["actor"].init_model()
+    if needs_critic(cfg):
+        groups["critic"].reset()  # builds the value model, its optimizer and LR schedule
+        groups["critic"].set_loss_fn(partial(value_loss, config=critic_cfg))
+    return Workers(actor=groups["actor"], critic=groups.get("critic"))
+
+
+def needs_critic(cfg) -> bool:
+    return cfg.algorithm.advantage_estimator == "gae"
 
 
 def needs_reference(cfg) -> bool:
-    return cfg.training.actor.use_kl_loss
+    return cfg.training.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
 
 
-def compute_log_probs(workers, batch: DataProto, cfg) -> DataProto:
-    """Log-probs and entropy of the response tokens under the current actor: the PPO 'old' policy."""
-    data = _to_workers(batch, workers, cfg, temperature=cfg.inference.temperature, calculate_entropy=True, compute_loss=False)
-    output = workers.compute_log_prob(data)
-    return DataProto.from_dict({
-        "old_log_probs": no_padding_2_padding(tu.get(output, "log_probs"), data).float(),  # (B, R)
-        "entropys": no_padding_2_padding(tu.get(output, "entropy"), data).float(),  # (B, R)
-    })
+def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
+    """Log-probs and entropy of the response tokens under the current actor: the PPO 'old' policy
+    (and, for the optimal-token-baseline estimators, the sum over the vocabulary of pi^2 per token)."""
+    sum_pi_squared = cfg.algorithm.advantage_estimator in SUM_PI_SQUARED_ESTIMATORS
+    data = _to_workers(batch, workers.actor, cfg, calculate_entropy=True,
+                       calculate_sum_pi_squared=sum_pi_squared, compute_loss=False)
+    output = workers.actor.compute_log_prob(data)
+    fields = {"old_log_probs": "log_probs", "entropys": "entropy"} | ({"sum_pi_squared": "sum_pi_squared"} if sum_pi_squared else {})
+    return DataProto.from_dict({name: no_padding_2_padding(tu.get(output, key), data).float()  # each (B, R)
+                                for name, key in fields.items()})
 
 
-def compute_ref_log_probs(workers, batch: DataProto, cfg) -> DataProto:
-    """Log-probs of the response tokens under the frozen reference model, for the KL term."""
-    data = _to_workers(batch, workers, cfg, temperature=cfg.inference.temperature, calculate_entropy=False, compute_loss=False)
-    output = workers.compute_ref_log_prob(data)
+def compute_ref_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
+    """Log-probs of the response tokens under the frozen reference model, for the KL terms."""
+    data = _to_workers(batch, workers.actor, cfg, calculate_entropy=False, compute_loss=False)
+    output = workers.actor.compute_ref_log_prob(data)
     return DataProto.from_dict({"ref_log_prob": no_padding_2_padding(tu.get(output, "log_probs"), data).float()})
 
 
-def update_actor(workers, batch: DataProto, cfg) -> dict:
-    """One PPO update of the actor on this step's rollouts with verl's policy loss; returns its metrics."""
+def compute_values(workers: Workers, batch: DataProto, cfg) -> DataProto:
+    """The critic's value of every response token, for GAE."""
+    data = _to_workers(batch, workers.critic, cfg, compute_loss=False)
+    output = workers.critic.infer_batch(data).get()
+    return DataProto.from_dict({"values": no_padding_2_padding(tu.get(output, "values"), data).float()})  # (B, R)
+
+
+def update_actor(workers: Workers, batch: DataProto, cfg) -> dict:
+    """PPO update of the actor on this step's rollouts with verl's policy loss: ppo_epochs passes, one
+    optimizer step per mini-batch of prompts. Returns actor/* metrics (which ones depends on the loss)."""
     actor = cfg.training.actor
-    mini_batch_size = len(batch)  # all of this step's rollouts in one optimizer step: on-policy
-    data = _to_workers(
-        batch, workers, cfg, temperature=cfg.inference.temperature, calculate_entropy=actor.entropy_coeff != 0,
-        global_batch_size=mini_batch_size, mini_batch_size=mini_batch_size, epochs=1, seed=cfg.seed,
-        dataloader_kwargs={"shuffle": False}, compute_loss=True,
-    )
-    metrics = tu.get(workers.update_actor(data), "metrics")
-    return {key: _mean(value) for key, value in metrics.items()}
+    data = _to_workers(batch, workers.actor, cfg,
+                       calculate_entropy=actor.entropy_coeff != 0, compute_loss=True, **_update_plan(cfg, len(batch)))
+    return _named_metrics(workers.actor.update_actor(data), "actor")
 
 
-def save_checkpoint(workers, folder: str, step: int):
-    """verl's FSDP checkpoint of the actor: sharded weights, optimizer and LR-scheduler state."""
-    workers.save_checkpoint(folder, global_step=step)
+def update_critic(workers: Workers, batch: DataProto, cfg) -> dict:
+    """Regress the critic's values on this step's returns with verl's clipped value loss: critic/* metrics."""
+    data = _to_workers(batch, workers.critic, cfg, **_update_plan(cfg, len(batch)))
+    return _named_metrics(workers.critic.train_mini_batch(data).get(), "critic")
 
 
-def export_hf(workers, folder: str):
+def save_checkpoint(workers: Workers, folder: str, step: int):
+    """verl's FSDP checkpoints (sharded weights, optimizer, LR schedule, worker RNG) of the actor in
+    folder/actor and of the critic in folder/critic."""
+    workers.actor.save_checkpoint(f"{folder}/actor", global_step=step)
+    if workers.critic is not None:
+        workers.critic.save_checkpoint(f"{folder}/critic", global_step=step)
+
+
+def load_checkpoint(workers: Workers, folder: str):
+    workers.actor.load_checkpoint(f"{folder}/actor")
+    if workers.critic is not None:
+        workers.critic.load_checkpoint(f"{folder}/critic")
+
+
+def export_hf(workers: Workers, folder: str):
     """The actor as a Hugging Face folder (weights, config, tokenizer)."""
-    workers.export_hf(folder)
+    workers.actor.export_hf(folder)
+
+
+def _update_plan(cfg, rows: int) -> dict:
+    optimizer_steps = cfg.batch_size // (cfg.training.actor.mini_batch_size or cfg.batch_size)  # per epoch
+    mini_batch = rows // optimizer_steps  # rows per optimizer step
+    return {"global_batch_size": mini_batch, "mini_batch_size": mini_batch, "epochs": cfg.training.actor.ppo_epochs,
+            "seed": cfg.seed, "dataloader_kwargs": {"shuffle": False}}
 
 
 def _to_workers(batch: DataProto, workers, cfg, **meta):
     data = left_right_2_no_padding(batch.to_tensordict())
-    micro = micro_batch_size(len(batch) // workers.world_size, cfg.training.actor.batch_size_per_gpu)
-    tu.assign_non_tensor(data, micro_batch_size_per_gpu=micro, **meta)
+    rows = meta.get("mini_batch_size", len(batch)) // workers.world_size  # what one worker holds at a time
+    micro = micro_batch_size(rows, cfg.training.actor.batch_size_per_gpu)
+    tu.assign_non_tensor(data, micro_batch_size_per_gpu=micro, use_dynamic_bsz=False,
+                         temperature=cfg.inference.temperature, **meta)
     return data
 
 
-def _mean(value) -> float:
-    values = value if isinstance(value, list) else [value]
-    return float(torch.tensor([float(v) for v in values]).mean())
+def _named_metrics(output, role: str) -> dict:
+    """verl's update metrics under role/ (mean over micro-batches and epochs), without its memory/MFU figures."""
+    metrics = {}
+    for key, value in tu.get(output, "metrics").items():
+        if key.startswith("perf/") or key == "mfu":
+            continue
+        values = value if isinstance(value, list) else [value]
+        metrics[f"{role}/{key.removeprefix(role + '/')}"] = float(torch.tensor([float(v) for v in values]).mean())
+    return metrics

@@ -9,7 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 from kit.errors import KitError
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
-                 "inference.max_response_length", "training.actor.batch_size_per_gpu")
+                 "keep_last_n", "inference.max_response_length", "training.actor.batch_size_per_gpu",
+                 "training.actor.ppo_epochs")
+# Keys whose default is null: any type passes the override check, so their values are checked here.
+OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
 
 
 def load_config(path: str = "config.yaml", overrides: list[str] = ()) -> DictConfig:
@@ -99,9 +102,22 @@ def _check_values(cfg: DictConfig):
         raise KitError(f"config key 'inference.top_p' must be in (0, 1], got {cfg.inference.top_p}")
     if cfg.inference.temperature <= 0:
         raise KitError(f"config key 'inference.temperature' must be > 0 for training rollouts, got {cfg.inference.temperature}")
-    for key in ("save_every", "val_every"):
-        if cfg[key] < 0:
-            raise KitError(f"config key '{key}' must be >= 0, got {cfg[key]}")
+    for key in ("save_every", "val_every", "training.actor.lr_warmup_steps", "training.critic.warmup_steps"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise KitError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
+    for key in OPTIONAL_NUMBERS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise KitError(f"config key '{key}' must be a number or null, got {value!r}")
+    mini = cfg.training.actor.mini_batch_size
+    if mini is not None and (not isinstance(mini, int) or isinstance(mini, bool) or mini <= 0 or cfg.batch_size % mini):
+        raise KitError(f"config key 'training.actor.mini_batch_size' must be null or a positive divisor of "
+                       f"batch_size={cfg.batch_size}, got {mini!r}")
+    if cfg.training.actor.lr_schedule not in ("constant", "cosine"):
+        raise KitError(f"config key 'training.actor.lr_schedule' must be constant or cosine, got {cfg.training.actor.lr_schedule!r}")
+    resume = cfg.resume
+    if not isinstance(resume, str) or resume not in ("auto", "off") and not Path(resume).is_dir():
+        raise KitError(f"config key 'resume' must be auto, off or a checkpoint folder; {resume!r} is none of them")
 
 
 def resolve_hardware(cfg: DictConfig, visible_gpus: int):
@@ -111,9 +127,9 @@ def resolve_hardware(cfg: DictConfig, visible_gpus: int):
     if cfg.num_gpus > visible_gpus:
         raise KitError(f"num_gpus={cfg.num_gpus} but {visible_gpus} GPU(s) are visible: lower num_gpus or use num_gpus=auto")
     cfg.num_workers = cfg.num_gpus or cfg.num_cpu_workers
-    rollouts = cfg.batch_size * cfg.n_generations
+    rollouts = (cfg.training.actor.mini_batch_size or cfg.batch_size) * cfg.n_generations
     if rollouts % cfg.num_workers or cfg.val_size % cfg.num_workers:
         raise KitError(
-            f"batch_size x n_generations = {rollouts} and val_size = {cfg.val_size} must both divide by the "
-            f"{cfg.num_workers} workers: change batch_size, n_generations or val_size"
+            f"batch_size (or training.actor.mini_batch_size) x n_generations = {rollouts} and val_size = "
+            f"{cfg.val_size} must both divide by the {cfg.num_workers} workers: change them or the worker count"
         )

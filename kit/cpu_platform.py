@@ -34,6 +34,12 @@ class _CPUDeviceModule:
     def mem_get_info(self, *args, **kwargs):
         return 0, 0
 
+    def get_rng_state(self, *args, **kwargs):  # verl's checkpoints save the device RNG: here the CPU's
+        return torch.get_rng_state()
+
+    def set_rng_state(self, state, *args, **kwargs):
+        torch.set_rng_state(state)
+
     def get_device_name(self, *args, **kwargs):
         return "CPU"  # verl's MFU estimate looks the name up in its table of device peak FLOPS
 

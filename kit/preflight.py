@@ -6,11 +6,6 @@ from verl.trainer.ppo import core_algos
 
 from kit.errors import KitError
 
-# Estimators that need more than rewards and group ids: a critic's values (gae), greedy baseline rollouts
-# (remax), per-token sum of squared probabilities (optimal_token_baseline) or per-dimension rewards (gdpo).
-NOT_YET = {"gae": "a critic", "remax": "greedy baseline rollouts", "optimal_token_baseline": "sum_pi_squared",
-           "tir_optimal_token_baseline": "sum_pi_squared", "gdpo": "per-dimension rewards"}
-
 
 def check_no_trl():
     """verl 0.9.1 imports AutoModelForCausalLMWithValueHead from trl whenever trl is importable; trl 1.x
@@ -21,13 +16,26 @@ def check_no_trl():
 
 
 def check_algorithm(cfg):
-    estimator, loss = cfg.algorithm.advantage_estimator, cfg.algorithm.policy_loss
+    """Estimator and policy loss names that verl registers, and the keys the chosen ones need."""
+    estimator, loss, algo = cfg.algorithm.advantage_estimator, cfg.algorithm.policy_loss, cfg.algorithm
     if estimator not in core_algos.ADV_ESTIMATOR_REGISTRY:
-        valid = ", ".join(k for k in core_algos.ADV_ESTIMATOR_REGISTRY if k not in NOT_YET)
+        valid = ", ".join(core_algos.ADV_ESTIMATOR_REGISTRY)
         raise KitError(f"algorithm.advantage_estimator '{estimator}' is unknown: choose one of {valid}")
-    if estimator in NOT_YET:
-        raise KitError(f"algorithm.advantage_estimator '{estimator}' needs {NOT_YET[estimator]}, which this version "
-                       "of the kit does not provide yet: use grpo, rloo or reinforce_plus_plus")
     if loss not in core_algos.POLICY_LOSS_REGISTRY:
         valid = ", ".join(core_algos.POLICY_LOSS_REGISTRY)
         raise KitError(f"algorithm.policy_loss '{loss}' is unknown: choose one of {valid}")
+    if estimator == "gae" and "critic" not in cfg.training:
+        raise KitError("algorithm.advantage_estimator 'gae' trains a critic, but config.yaml has no training.critic "
+                       "section: add one (model_path, strategy, lr, warmup_steps, cliprange_value)")
+    if loss == "dro" and not (algo.dro_beta or 0) > 0:
+        raise KitError("algorithm.policy_loss 'dro' needs algorithm.dro_beta > 0 (the weight of its log-ratio "
+                       "penalty): set e.g. algorithm.dro_beta=0.1")
+    if estimator == "gdpo" and not algo.gdpo_reward_keys:
+        raise KitError("algorithm.advantage_estimator 'gdpo' needs algorithm.gdpo_reward_keys: list the keys of the "
+                       "dict your reward function returns, e.g. algorithm.gdpo_reward_keys=[format,correct]")
+    weights = algo.gdpo_reward_weights
+    if estimator == "gdpo" and weights is not None and len(weights) != len(algo.gdpo_reward_keys):
+        raise KitError(f"algorithm.gdpo_reward_weights has {len(weights)} weights for "
+                       f"{len(algo.gdpo_reward_keys)} gdpo_reward_keys: give one weight per key")
+    if algo.kl_ctrl.type not in ("fixed", "adaptive"):
+        raise KitError(f"algorithm.kl_ctrl.type '{algo.kl_ctrl.type}' is unknown: choose fixed or adaptive")

@@ -25,15 +25,25 @@ class RewardScorer:
         except Exception as err:  # the user's module failed to import
             raise KitError(f"reward file '{fn.path}' failed to import ({type(err).__name__}: {err}): fix it") from None
         self.where = f"{fn.name} in {fn.path}"
+        # GDPO normalises each of these keys of the function's returned dict on its own.
+        self.required_keys = list(verl_cfg.algorithm.gdpo_reward_keys or []) if verl_cfg.algorithm.adv_estimator == "gdpo" else []
 
     def score(self, batch: DataProto, data_source: str, ground_truths: list) -> tuple[torch.Tensor, list[float]]:
         """Score every response. Returns verl's token-level scores (B, R), the score on each response's
-        last token, and the accuracy of each response ('acc' in the function's dict, else the score)."""
+        last token, and the accuracy of each response ('acc' in the function's dict, else the score).
+        The other keys of a returned dict go into batch.non_tensor_batch, as verl's trainer puts them."""
         batch.non_tensor_batch["data_source"] = np.array([data_source] * len(batch), dtype=object)
         batch.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gt} for gt in ground_truths], dtype=object)
         results = self.manager.loop.run_until_complete(
             asyncio.gather(*(self._score_one(batch[i:i + 1]) for i in range(len(batch))))
         )
+        extras = [result["reward_extra_info"] for result in results]
+        for key in set.intersection(*(set(extra) for extra in extras)):
+            batch.non_tensor_batch[key] = np.array([extra[key] for extra in extras], dtype=object)
+        for key in self.required_keys:
+            if key not in batch.non_tensor_batch:
+                raise KitError(f"algorithm.gdpo_reward_keys names '{key}', but reward function {self.where} did not "
+                               f"return it: return a dict like {{'score': ..., '{key}': ...}} for every response")
         scores = [result["reward_score"] for result in results]
         accuracy = [float(result["reward_extra_info"].get("acc", score)) for result, score in zip(results, scores)]
         return self.manager.assemble_rm_scores(batch, scores), accuracy

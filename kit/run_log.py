@@ -12,15 +12,28 @@ from verl.utils.tracking import Tracking
 
 
 class RunLog:
-    def __init__(self, cfg, total_steps: int):
+    def __init__(self, cfg, total_steps: int, first_step: int = 0):
         self.dir = Path(cfg.output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = self.dir / "metrics.jsonl"
-        self.history.write_text("")
+        self.history.write_text("".join(line + "\n" for line in self._rows_until(first_step)))
         self.tracking = Tracking(project_name=cfg.project_name, experiment_name=cfg.experiment_name,
                                  default_backend=list(cfg.logger), config=OmegaConf.to_container(cfg))
-        self.bar = tqdm(total=total_steps, desc="training", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total_steps, initial=first_step, desc="training", unit="step", dynamic_ncols=True)
         self.timing = {}
+
+    def _rows_until(self, step: int) -> list[str]:
+        """A resumed run keeps the history up to its checkpoint; rows logged after it are logged again."""
+        if step == 0 or not self.history.exists():
+            return []
+        rows = []
+        for line in self.history.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    rows.append(line)
+            except (json.JSONDecodeError, KeyError):  # a line cut short when the run was killed
+                continue
+        return rows
 
     @contextmanager
     def timer(self, name: str):
@@ -63,7 +76,8 @@ def plot_metrics(history: Path, out: Path):
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -25,28 +25,44 @@ def compose_verl_config(overrides: dict) -> DictConfig:
 
 def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
     """The verl config fields that follow from the kit's config."""
-    actor, critic = cfg.training.actor, cfg.training.critic
+    actor, critic, algo = cfg.training.actor, cfg.training.critic, cfg.algorithm
     micro = actor.batch_size_per_gpu
     # FSDP mixed precision: verl's bf16 default on GPUs; on a CPU bf16 matmuls are slow and gain nothing.
     precision = None if on_gpu else {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+    model = {
+        "path": model_dir,
+        # flash-attention is not installed by default; sdpa runs everywhere.
+        "override_config": {"attn_implementation": "sdpa"},
+        "use_remove_padding": False,
+        "enable_gradient_checkpointing": actor.gradient_checkpointing,
+    }
+    total_steps = cfg.num_epochs * cfg.steps_per_epoch
+    mini_batch = actor.mini_batch_size or cfg.batch_size  # prompts per optimizer step
+    optimizer_steps = total_steps * actor.ppo_epochs * (cfg.batch_size // mini_batch)
     return {
         "trainer.device": "cuda" if on_gpu else "cpu",
-        "actor_rollout_ref.model.path": model_dir,
-        # flash-attention is not installed by default; sdpa runs everywhere.
-        "actor_rollout_ref.model.override_config": {"attn_implementation": "sdpa"},
-        "actor_rollout_ref.model.use_remove_padding": False,
-        "actor_rollout_ref.model.enable_gradient_checkpointing": actor.gradient_checkpointing,
+        **{f"actor_rollout_ref.model.{key}": value for key, value in model.items()},
         "actor_rollout_ref.actor.strategy": actor.strategy,
         "actor_rollout_ref.actor.optim.lr": actor.lr,
+        "actor_rollout_ref.actor.optim.lr_scheduler_type": actor.lr_schedule,
+        "actor_rollout_ref.actor.optim.lr_warmup_steps": actor.lr_warmup_steps,
+        "actor_rollout_ref.actor.optim.total_training_steps": optimizer_steps,
         "actor_rollout_ref.actor.grad_clip": actor.grad_clip,
-        "actor_rollout_ref.actor.ppo_mini_batch_size": cfg.batch_size,
+        "actor_rollout_ref.actor.ppo_epochs": actor.ppo_epochs,
+        "actor_rollout_ref.actor.ppo_mini_batch_size": mini_batch,
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": micro,
         "actor_rollout_ref.actor.use_kl_loss": actor.use_kl_loss,
         "actor_rollout_ref.actor.kl_loss_coef": actor.kl_loss_coef,
         "actor_rollout_ref.actor.kl_loss_type": actor.kl_loss_type,
         "actor_rollout_ref.actor.entropy_coeff": actor.entropy_coeff,
         "actor_rollout_ref.actor.clip_ratio": actor.clip_ratio,
-        "actor_rollout_ref.actor.policy_loss.loss_mode": cfg.algorithm.policy_loss,
+        "actor_rollout_ref.actor.clip_ratio_low": _default(actor.clip_ratio_low, actor.clip_ratio),
+        "actor_rollout_ref.actor.clip_ratio_high": _default(actor.clip_ratio_high, actor.clip_ratio),
+        "actor_rollout_ref.actor.clip_ratio_c": actor.clip_ratio_c,
+        "actor_rollout_ref.actor.loss_agg_mode": actor.loss_agg_mode,
+        "actor_rollout_ref.actor.calculate_sum_pi_squared": algo.advantage_estimator in SUM_PI_SQUARED_ESTIMATORS,
+        "actor_rollout_ref.actor.policy_loss.loss_mode": algo.policy_loss,
+        **{f"actor_rollout_ref.actor.policy_loss.{key}": algo[key] for key in POLICY_LOSS_KEYS},
         "actor_rollout_ref.actor.use_torch_compile": on_gpu,
         "actor_rollout_ref.actor.fsdp_config.mixed_precision": precision,
         "actor_rollout_ref.actor.fsdp_config.seed": cfg.seed,
@@ -60,15 +76,40 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "actor_rollout_ref.rollout.top_p": cfg.inference.top_p,
         "actor_rollout_ref.rollout.response_length": cfg.inference.max_response_length,
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": micro,
+        **{f"critic.model.{key}": value for key, value in model.items()},
+        "critic.model.path": critic.model_path or model_dir,
+        "critic.model.tokenizer_path": model_dir,
         "critic.strategy": critic.strategy,
         "critic.optim.lr": critic.lr,
-        "algorithm.adv_estimator": cfg.algorithm.advantage_estimator,
-        "algorithm.gamma": cfg.algorithm.gamma,
-        "algorithm.lam": cfg.algorithm.lam,
-        "algorithm.norm_adv_by_std_in_grpo": cfg.algorithm.norm_adv_by_std_in_grpo,
+        "critic.ppo_epochs": actor.ppo_epochs,
+        "critic.ppo_mini_batch_size": mini_batch,
+        "critic.ppo_micro_batch_size_per_gpu": micro,
+        "critic.cliprange_value": critic.cliprange_value,
+        "critic.fsdp.use_torch_compile": on_gpu,
+        "critic.fsdp.mixed_precision": precision,
+        "critic.fsdp.seed": cfg.seed,
+        "algorithm.adv_estimator": algo.advantage_estimator,
+        "algorithm.gamma": algo.gamma,
+        "algorithm.lam": algo.lam,
+        "algorithm.norm_adv_by_std_in_grpo": algo.norm_adv_by_std_in_grpo,
+        "algorithm.use_kl_in_reward": algo.use_kl_in_reward,
+        "algorithm.kl_penalty": algo.kl_penalty,
+        **{f"algorithm.kl_ctrl.{key}": value for key, value in algo.kl_ctrl.items()},
+        "algorithm.gdpo_reward_keys": algo.gdpo_reward_keys,
+        "algorithm.gdpo_reward_weights": algo.gdpo_reward_weights,
         "reward.custom_reward_function.path": str(Path(cfg.reward_model.custom_reward_function.path).resolve()),
         "reward.custom_reward_function.name": cfg.reward_model.custom_reward_function.name,
         "trainer.project_name": cfg.project_name,
         "trainer.experiment_name": cfg.experiment_name,
         "trainer.logger": list(cfg.logger),
     }
+
+
+# Policy-loss keys of the kit's `algorithm` section that verl reads from actor.policy_loss.
+POLICY_LOSS_KEYS = ("dro_beta", "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "ppo_kl_coef")
+# Estimators whose baseline needs sum over the vocabulary of pi^2 at each response token, from the actor.
+SUM_PI_SQUARED_ESTIMATORS = ("optimal_token_baseline", "tir_optimal_token_baseline")
+
+
+def _default(value, default):
+    return default if value is None else value

@@ -1,4 +1,5 @@
-"""The Ray worker the kit runs: verl's ActorRolloutRefWorker plus the kit's `hf` generation.
+"""The Ray workers the kit runs: verl's ActorRolloutRefWorker plus the kit's `hf` generation, and verl's
+TrainingWorker as the PPO critic.
 
 verl 0.9.1 has no usable HF rollout, so `generate` samples with Hugging Face `generate` on the FSDP-wrapped
 actor itself: always the current policy, no second copy of the weights, on CPU, one GPU or N GPUs.
@@ -9,24 +10,29 @@ from contextlib import contextmanager, nullcontext
 import torch
 from tensordict import TensorDict
 from torch.distributed.fsdp import FSDPModule
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, GenerationConfig
+from verl.utils import model as verl_model
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
 from verl.utils import tensordict_utils as tu
 from verl.utils.device import get_device_name
 from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.model import compute_position_id_with_mask
 from verl.utils.torch_functional import get_response_mask
-from verl.workers.engine_workers import ActorRolloutRefWorker
+from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
 from kit import cpu_platform
 
 
+def _prepare_process():
+    if get_device_name() == "cpu":
+        cpu_platform.init_process_group()
+        cpu_platform.register_fsdp_engines()
+
+
 class KitWorker(ActorRolloutRefWorker):
     def __init__(self, config, role: str):
-        if get_device_name() == "cpu":
-            cpu_platform.init_process_group()
-            cpu_platform.register_fsdp_engines()
+        _prepare_process()
         # verl builds the reference model only with the rollout too ("actor_rollout_ref"), and its rollout
         # is a vLLM/SGLang server. The kit wants actor + ref without it: init_model keys on substrings of
         # the role, so an "actor_ref" role builds exactly those two.
@@ -82,6 +88,25 @@ class KitWorker(ActorRolloutRefWorker):
                              micro_batch_size_per_gpu=micro_batch_size)
         output = self.actor.infer_batch(data)
         return no_padding_2_padding(tu.get(output, "log_probs"), data).float()  # (B, R)
+
+
+class CriticWorker(TrainingWorker):
+    """verl's TrainingWorker holding the value model (a token-classification head with one label on the
+    critic's base model), trained with verl's value loss. Colocated with the actor in the same process."""
+
+    def __init__(self, config):
+        _prepare_process()
+        verl_model.load_valuehead_model = load_value_model
+        super().__init__(config)
+
+
+def load_value_model(local_path, torch_dtype, model_config, trust_remote_code):
+    """verl's load_valuehead_model asks for flash_attention_2, which needs the flash-attn package; this
+    loads the same model with the attention the config names (sdpa by default)."""
+    return AutoModelForTokenClassification.from_pretrained(
+        local_path, torch_dtype=torch_dtype, config=model_config, trust_remote_code=trust_remote_code,
+        attn_implementation=model_config._attn_implementation or "sdpa",
+    )
 
 
 def rollout_fields(input_ids, prompt_mask, output, response_length, eos, pad) -> TensorDict:

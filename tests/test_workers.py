@@ -31,7 +31,7 @@ PROMPTS = ["What is 3 + 4?", [{"role": "user", "content": "What is 1 + 2?"}]]
 
 def test_generate_returns_verl_rollout_layout(setup):
     cfg, workers, tok = setup
-    batch = inference.generate(workers, tok, PROMPTS, cfg, n=4, seed=0)
+    batch = inference.generate(workers.actor, tok, PROMPTS, cfg, n=4, seed=0)
     b = batch.batch
     assert len(batch) == 8 and b["responses"].shape == (8, 6)  # max_response_length honoured
     prompt_len = b["prompts"].shape[1]
@@ -46,7 +46,7 @@ def test_generate_returns_verl_rollout_layout(setup):
 
 def test_rollout_log_probs_match_the_trainers_log_probs(setup):
     cfg, workers, tok = setup
-    batch = inference.generate(workers, tok, PROMPTS, cfg, n=2, seed=1)
+    batch = inference.generate(workers.actor, tok, PROMPTS, cfg, n=2, seed=1)
     old = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
     mask = batch.batch["response_mask"].bool()
     assert torch.allclose(batch.batch["rollout_log_probs"][mask], old[mask], atol=1e-5)
@@ -54,20 +54,20 @@ def test_rollout_log_probs_match_the_trainers_log_probs(setup):
 
 def test_greedy_is_deterministic_and_sampling_follows_the_seed(setup):
     cfg, workers, tok = setup
-    greedy = [inference.generate(workers, tok, PROMPTS, cfg, n=2, seed=s, greedy=True).batch["responses"] for s in (0, 1)]
+    greedy = [inference.generate(workers.actor, tok, PROMPTS, cfg, n=2, seed=s, greedy=True).batch["responses"] for s in (0, 1)]
     assert torch.equal(*greedy)
-    same = [inference.generate(workers, tok, PROMPTS, cfg, n=2, seed=5).batch["responses"] for _ in range(2)]
+    same = [inference.generate(workers.actor, tok, PROMPTS, cfg, n=2, seed=5).batch["responses"] for _ in range(2)]
     assert torch.equal(*same)
 
 
 def test_update_changes_the_policy_that_generates_next(setup, tmp_path):
     cfg, workers, tok = setup
-    batch = inference.generate(workers, tok, PROMPTS, cfg, n=2, seed=2)
+    batch = inference.generate(workers.actor, tok, PROMPTS, cfg, n=2, seed=2)
     batch = batch.union(training.compute_log_probs(workers, batch, cfg))
     batch = batch.union(training.compute_ref_log_probs(workers, batch, cfg))
     batch.batch["advantages"] = torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None].expand(4, 6).clone()
     metrics = training.update_actor(workers, batch, cfg)
-    assert metrics["grad_norm"] > 0 and np.isfinite(metrics["actor/pg_loss"]) and "kl_loss" in metrics
+    assert metrics["actor/grad_norm"] > 0 and np.isfinite(metrics["actor/pg_loss"]) and "actor/kl_loss" in metrics
     after = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
     assert not torch.allclose(after, batch.batch["old_log_probs"])
     # the reference model stays frozen

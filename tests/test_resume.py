@@ -1,0 +1,74 @@
+"""Checkpoints and resume: a run killed with SIGKILL continues as if it had never stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT
+from test_end_to_end import TINY, run_kit
+
+SHAPED = ["reward_model.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
+          "reward_model.custom_reward_function.name=digit_share"]
+# Adaptive KL in the reward, a cosine LR and two optimizer steps per step: every piece of state resume restores.
+RUN = [*TINY, *SHAPED, "steps_per_epoch=4", "save_every=1", "val_every=2", "training.actor.lr=1e-3",
+       "algorithm.use_kl_in_reward=true", "algorithm.kl_ctrl.type=adaptive", "algorithm.kl_ctrl.horizon=10",
+       "training.actor.lr_schedule=cosine", "training.actor.mini_batch_size=2"]
+
+
+def learning_metrics(out) -> dict:
+    """Every logged metric but timings and memory/throughput figures, keyed by (step, name)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {(row["step"], key): value for row in rows for key, value in row.items()
+            if key != "step" and not key.startswith(("timing/", "perf/")) and "mfu" not in key}
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_kit(*RUN, f"output_dir={straight}").returncode == 0
+
+    process = subprocess.Popen([sys.executable, "algorithm.py", *RUN, f"output_dir={killed}"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    history = killed / "metrics.jsonl"
+    while not (history.exists() and '"step": 3, "train/' in history.read_text()):  # mid-run, likely mid-save
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    resumed = run_kit(*RUN, f"output_dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    expected, got = learning_metrics(straight), learning_metrics(killed)
+    assert got.keys() == expected.keys()
+    assert got == expected
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["global_step_3", "global_step_4"]  # keep_last_n=2
+
+
+def test_finished_run_says_so(tmp_path):
+    args = [*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}"]
+    assert run_kit(*args).returncode == 0
+    again = run_kit(*args)
+    assert again.returncode == 0
+    assert "this run already finished" in again.stdout
+    assert "step 1 of 1" in again.stdout
+
+
+def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(tmp_path):
+    args = [*TINY, "save_every=1", f"output_dir={tmp_path}"]
+    assert run_kit(*args, "steps_per_epoch=2").returncode == 0
+    newest = tmp_path / "checkpoints" / "global_step_2"
+    weights = newest / "actor" / "model_world_size_1_rank_0.pt"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+
+    mismatch = run_kit(*args, "steps_per_epoch=3", "model_path=embedded:smollm2")
+    assert mismatch.returncode == 2
+    assert "was made with model_path='embedded:tiny', this run has model_path='embedded:smollm2'" in mismatch.stderr
+    assert "Traceback" not in mismatch.stderr
+
+    resumed = run_kit(*args, "steps_per_epoch=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"checkpoint {newest} is incomplete or corrupt: skipped" in resumed.stderr
+    assert "resumed from" in resumed.stdout and "global_step_1 (step 1)" in resumed.stdout
