@@ -115,6 +115,8 @@ def _check_values(cfg: DictConfig):
                        f"batch_size={cfg.batch_size}, got {mini!r}")
     if cfg.training.actor.lr_schedule not in ("constant", "cosine"):
         raise KitError(f"config key 'training.actor.lr_schedule' must be constant or cosine, got {cfg.training.actor.lr_schedule!r}")
+    if cfg.resume is False:  # YAML reads a bare `off` as false
+        cfg.resume = "off"
     resume = cfg.resume
     if not isinstance(resume, str) or resume not in ("auto", "off") and not Path(resume).is_dir():
         raise KitError(f"config key 'resume' must be auto, off or a checkpoint folder; {resume!r} is none of them")
