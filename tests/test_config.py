@@ -60,3 +60,19 @@ def test_every_key_in_config_yaml_has_a_comment():
     for line in (ROOT / "config.yaml").read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
             assert "#" in line, f"config.yaml line without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.actor.mini_batch_size=3", "positive divisor of batch_size=16"),
+    ("training.actor.lr_schedule=linear", "must be constant or cosine"),
+    ("resume=/no/such/checkpoint", "must be auto, off or a checkpoint folder"),
+    ("algorithm.dro_beta=high", "must be a number or null"),
+    ("keep_last_n=0", "must be a positive integer"),
+])
+def test_training_and_resume_keys_are_checked(override, message):
+    with pytest.raises(KitError, match=message):
+        kit_config(override)
+
+
+def test_resume_off_survives_yaml():
+    assert kit_config("resume=off").resume == "off"

@@ -87,8 +87,26 @@ def test_unknown_estimator_and_loss_list_the_valid_names():
         check_algorithm(kit_config("algorithm.advantage_estimator=grpoo"))
     with pytest.raises(KitError, match="'ppo' is unknown: choose one of vanilla, .*gspo"):
         check_algorithm(kit_config("algorithm.policy_loss=ppo"))
-    with pytest.raises(KitError, match="'gae' needs a critic"):
-        check_algorithm(kit_config("algorithm.advantage_estimator=gae"))
+    check_algorithm(kit_config("algorithm.advantage_estimator=gae"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algorithm.policy_loss=dro"], "needs algorithm.dro_beta > 0"),
+    (["algorithm.advantage_estimator=gdpo"], "needs algorithm.gdpo_reward_keys"),
+    (["algorithm.advantage_estimator=gdpo", "algorithm.gdpo_reward_keys=[a,b]", "algorithm.gdpo_reward_weights=[1]"],
+     "has 1 weights for 2 gdpo_reward_keys"),
+    (["algorithm.kl_ctrl.type=pid"], "kl_ctrl.type 'pid' is unknown"),
+])
+def test_keys_an_estimator_or_loss_needs_are_named(overrides, message):
+    with pytest.raises(KitError, match=message):
+        check_algorithm(kit_config(*overrides))
+
+
+def test_gae_without_a_critic_section_is_named():
+    cfg = kit_config("algorithm.advantage_estimator=gae")
+    del cfg.training["critic"]
+    with pytest.raises(KitError, match="no training.critic section"):
+        check_algorithm(cfg)
 
 
 def test_trl_beside_verl_is_refused(tmp_path, monkeypatch):
