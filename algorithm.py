@@ -28,7 +28,7 @@ from kit import checkpoints
 from kit.config import load_config, resolve_hardware
 from kit.errors import one_line_errors
 from kit.models import resolve_model_path
-from kit.preflight import check_algorithm, check_no_trl
+from kit.preflight import check_algorithm, check_loggers, check_no_trl
 from kit.rewards import RewardScorer
 from kit.run_log import RunLog
 from kit.task import checked_batch, load_env
@@ -53,6 +53,7 @@ def main(overrides: list[str]):
     cfg = load_config("config.yaml", overrides)
     check_no_trl()
     check_algorithm(cfg)
+    check_loggers(cfg)
     inference.check_engine(cfg)
     resolve_hardware(cfg, visible_gpus=torch.cuda.device_count())
     total_steps = cfg.num_epochs * cfg.steps_per_epoch

@@ -3,6 +3,7 @@
 import importlib.util
 
 from verl.trainer.ppo import core_algos
+from verl.utils.tracking import Tracking
 
 from kit.errors import KitError
 
@@ -39,3 +40,18 @@ def check_algorithm(cfg):
                        f"{len(algo.gdpo_reward_keys)} gdpo_reward_keys: give one weight per key")
     if algo.kl_ctrl.type not in ("fixed", "adaptive"):
         raise KitError(f"algorithm.kl_ctrl.type '{algo.kl_ctrl.type}' is unknown: choose fixed or adaptive")
+
+
+# The package each of verl's tracking backends imports (console, file and rl_insight need none).
+LOGGER_PACKAGES = {"wandb": "wandb", "vemlp_wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow",
+                   "swanlab": "swanlab", "clearml": "clearml", "trackio": "trackio"}
+
+
+def check_loggers(cfg):
+    for name in cfg.logger:
+        if name not in Tracking.supported_backend:
+            raise KitError(f"logger '{name}' is unknown: choose from {', '.join(Tracking.supported_backend)}")
+        package = LOGGER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise KitError(f"logger '{name}' needs the {package} package: pip install -e '.[tracking]' "
+                           f"(or pip install {package}), or drop it from logger")

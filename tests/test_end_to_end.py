@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas
 import pytest
 from conftest import ROOT
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -28,8 +29,10 @@ def test_two_steps_on_a_tiny_model(tmp_path):
                 "timing/generation", "timing/reward", "timing/log_prob", "timing/update"):
         assert key in train[0], key
     assert [row["step"] for row in rows if "val/accuracy" in row] == [0, 1, 2]
+    history = pandas.read_json(out / "metrics.jsonl", lines=True)  # the metrics history reads as a table
+    assert list(history["step"]) == [0, 1, 1, 2, 2] and history["train/reward_mean"].notna().sum() == 2
     assert (out / "metrics.png").stat().st_size > 0
-    assert any((out / "checkpoints" / "global_step_2").iterdir())
+    assert (out / "checkpoints" / "global_step_2" / "loop_state.pt").is_file()
     model = AutoModelForCausalLM.from_pretrained(out / "hf_model")
     tokenizer = AutoTokenizer.from_pretrained(out / "hf_model")
     ids = tokenizer("2 + 2 =", return_tensors="pt").input_ids

@@ -102,6 +102,17 @@ def test_keys_an_estimator_or_loss_needs_are_named(overrides, message):
         check_algorithm(kit_config(*overrides))
 
 
+def test_loggers_are_known_and_installed():
+    from kit.preflight import check_loggers
+
+    check_loggers(kit_config("logger=[console,file]"))
+    with pytest.raises(KitError, match="logger 'tensorbord' is unknown: choose from wandb"):
+        check_loggers(kit_config("logger=[tensorbord]"))
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(KitError, match=r"needs the tensorboard package: pip install -e '.\[tracking\]'"):
+            check_loggers(kit_config("logger=[tensorboard]"))
+
+
 def test_gae_without_a_critic_section_is_named():
     cfg = kit_config("algorithm.advantage_estimator=gae")
     del cfg.training["critic"]
