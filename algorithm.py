@@ -45,6 +45,7 @@ class Run:
     reward: RewardScorer
     workers: training.Workers
     kl_ctrl: object  # verl's FixedKLController / AdaptiveKLController: the KL-in-reward coefficient
+    tools: object  # tools.yaml's tools in multi-turn mode (kit/tools.ToolBox), else None
 
 
 @one_line_errors
@@ -73,7 +74,8 @@ def main(overrides: list[str]):
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     env = load_env()
     run = Run(cfg, verl_cfg, env, tokenizer, RewardScorer(verl_cfg, tokenizer),
-              training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl))
+              training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl),
+              inference.load_tools(cfg, tokenizer))
     if resume_from:
         resume(run, resume_from, state)
     if not hasattr(env, "get_val_batch"):
@@ -97,7 +99,8 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
     cfg, n, metrics = run.cfg, run.cfg.n_generations, {}
     with log.timer("generation"):
         prompts, truths = checked_batch(run.env.get_batch, cfg.batch_size)
-        batch = inference.generate(run.workers.actor, run.tokenizer, prompts, cfg, n=n, seed=cfg.seed + step)  # B*n rows
+        batch = inference.generate(run.workers.actor, run.tokenizer, prompts, cfg, n=n, seed=cfg.seed + step,
+                                   tools=run.tools)  # B*n rows
         batch.non_tensor_batch["uid"] = np.repeat([f"{step}-{i}" for i in range(len(prompts))], n)  # groups
 
     with log.timer("reward"):
@@ -137,13 +140,15 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
         "train/accuracy": float(np.mean(accuracy)),
         "train/entropy": batch.batch["entropys"][mask].mean().item(),
         **metrics,
+        **inference.episode_metrics(batch),  # multi-turn: turns and tool calls per episode
         **compute_data_metrics(batch, use_critic=training.needs_critic(cfg)),  # response_length/*, advantages, ...
     }
 
 
 def greedy_rewards(run: Run, prompts: list, truths: list, step: int) -> torch.Tensor:
     """The reward of each prompt's greedy response: (B,)."""
-    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed + step, greedy=True)
+    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed + step,
+                               greedy=True, tools=run.tools)
     scores, _ = run.reward.score(batch, data_source(run.env), truths)
     return scores.sum(-1)
 
@@ -153,9 +158,11 @@ def validate(run: Run, log: RunLog, step: int):
     if not hasattr(run.env, "get_val_batch"):
         return
     prompts, truths = checked_batch(run.env.get_val_batch, run.cfg.val_size)
-    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed, greedy=True)
+    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed, greedy=True,
+                               tools=run.tools)
     _, accuracy = run.reward.score(batch, data_source(run.env), truths)
-    log.log({"val/accuracy": float(np.mean(accuracy))}, step)
+    episodes = {f"val/{key}": value for key, value in inference.episode_metrics(batch).items()}
+    log.log({"val/accuracy": float(np.mean(accuracy)), **episodes}, step)
 
 
 def save(run: Run, step: int):

@@ -3,15 +3,22 @@
 Engine `hf` (the default) generates inside verl's actor workers with Hugging Face `generate` on the
 FSDP-sharded actor weights (kit/worker.py): it always samples the current policy and needs no second copy
 of the model. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
+
+With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/tools.py)
+and their results come back as tool messages until it stops calling. Its own tokens are kept exactly as
+sampled and are the only ones trained (kit/conversation.py).
 """
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 from verl import DataProto
 from verl.utils import tensordict_utils as tu
 
 from kit.batching import micro_batch_size
+from kit.conversation import Episode, assemble
 from kit.errors import KitError
+from kit.tools import ToolBox
 
 ENGINES = ("hf", "vllm", "sglang")
 
@@ -23,33 +30,94 @@ def check_engine(cfg):
         raise KitError(f"inference.engine '{engine}' is unknown: choose one of {', '.join(ENGINES)}")
     if engine != "hf":
         raise KitError(f"inference.engine '{engine}' is not available in this version of the kit yet: use inference.engine=hf")
+
+
+def load_tools(cfg, tokenizer) -> ToolBox | None:
+    """The tools of tools.yaml, in multi-turn mode (None otherwise)."""
+    if not cfg.inference.multi_turn:
+        return None
+    return ToolBox(cfg.inference.tools, tokenizer, parser=cfg.inference.tool_parser, timeout=cfg.inference.tool_timeout,
+                   max_calls=cfg.inference.max_calls_per_turn)
+
+
+def generate(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False, tools=None) -> DataProto:
+    """Sample n responses for each prompt (greedy for validation) on the actor workers; in multi-turn mode
+    whole conversations with tool calls."""
     if cfg.inference.multi_turn:
-        raise KitError("inference.multi_turn is not available in this version of the kit yet: set inference.multi_turn=false")
-
-
-def generate(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False) -> DataProto:
-    """Sample n responses for each prompt (greedy for validation) on the actor workers."""
+        return generate_conversations(workers, tokenizer, prompts, cfg, n, seed, greedy, tools)
     prompt_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts for _ in range(n)]
     check_prompt_length(prompt_ids, cfg)
-    input_ids, attention_mask = left_pad(prompt_ids, tokenizer.pad_token_id)  # (B * n, P)
-    request = TensorDict({"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=len(prompt_ids))
+    return DataProto.from_tensordict(generate_turn(workers, tokenizer, prompt_ids, cfg, seed, greedy,
+                                                   max_new_tokens=cfg.inference.max_response_length))
+
+
+def generate_conversations(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool, tools) -> DataProto:
+    """The model writes a turn; the tool calls in it run (kit/tools.py) and their results join the
+    conversation as tool messages; again, until a turn makes no call, inference.max_turns turns, or
+    max_response_length tokens in all (model and tool tokens; only the model's are trained)."""
+    limit, schemas = cfg.inference.max_response_length, tools.schemas if tools else None
+    episodes = [Episode(encode_prompt(tokenizer, prompt, schemas), None if isinstance(prompt, str) else list(prompt))
+                for prompt in prompts for _ in range(n)]
+    check_prompt_length([e.prompt_ids for e in episodes], cfg)
+    for turn in range(cfg.inference.max_turns):
+        active = [e for e in episodes if not e.done]
+        if not active:
+            break
+        budget = min(max(limit - len(e.response_ids) for e in active), cfg.inference.max_tokens_per_turn or limit)
+        rollout = generate_turn(workers, tokenizer, [e.context for e in active], cfg, seed + 7919 * turn, greedy, budget)
+        for row, episode in enumerate(active):
+            length = min(int(rollout["response_mask"][row].sum()), limit - len(episode.response_ids))  # up to eos
+            ids = rollout["responses"][row, :length].tolist()
+            episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(),
+                                   tokenizer.decode(ids, skip_special_tokens=True))
+            results = tools.run_calls(ids) if tools else []
+            episode.done = not results or turn + 1 == cfg.inference.max_turns or len(episode.response_ids) >= limit
+            if not episode.done:
+                episode.add_tool_results(results, tokenizer)
+                episode.done = episode.truncate(limit)
+    prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in episodes], tokenizer.pad_token_id)
+    batch = DataProto.from_dict(assemble(episodes, prompt_ids, prompt_mask, limit, tokenizer.pad_token_id))
+    for key in ("turns", "tool_calls", "tool_errors", "tool_reward"):
+        batch.non_tensor_batch[key] = np.array([getattr(e, key) for e in episodes], dtype=object)
+    return batch
+
+
+def episode_metrics(batch: DataProto) -> dict:
+    """Turns and tool use per episode, in multi-turn mode."""
+    if "turns" not in batch.non_tensor_batch:
+        return {}
+    stats = {key: batch.non_tensor_batch[key].astype(float) for key in ("turns", "tool_calls", "tool_errors")}
+    return {
+        "episode/turns": float(stats["turns"].mean()),
+        "episode/tool_calls": float(stats["tool_calls"].mean()),
+        "episode/tool_errors": float(stats["tool_errors"].mean()),
+        "episode/well_formed_call_share": float((stats["tool_calls"] > stats["tool_errors"]).mean()),
+    }
+
+
+def generate_turn(workers, tokenizer, contexts: list[list[int]], cfg, seed: int, greedy: bool, max_new_tokens: int):
+    """One turn for every context on the workers: verl's rollout layout (B, ...) as a TensorDict."""
+    spare = -len(contexts) % workers.world_size  # every worker takes the same number of rows
+    input_ids, attention_mask = left_pad(contexts + contexts[:1] * spare, tokenizer.pad_token_id)  # (B, P)
+    request = TensorDict({"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=len(input_ids))
     tu.assign_non_tensor(
         request,
         temperature=0.0 if greedy else cfg.inference.temperature,
         top_p=1.0 if greedy else cfg.inference.top_p,
-        max_new_tokens=cfg.inference.max_response_length,
+        max_new_tokens=max_new_tokens,
         seed=seed, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id,
-        micro_batch_size_per_gpu=micro_batch_size(len(prompt_ids) // workers.world_size,
+        micro_batch_size_per_gpu=micro_batch_size(len(input_ids) // workers.world_size,
                                                   cfg.training.actor.batch_size_per_gpu),
     )
-    return DataProto.from_tensordict(workers.generate(request))
+    return workers.generate(request)[:len(contexts)]
 
 
-def encode_prompt(tokenizer, prompt) -> list[int]:
-    """A string is raw text; a list of {'role', 'content'} messages goes through the chat template."""
+def encode_prompt(tokenizer, prompt, tools: list | None = None) -> list[int]:
+    """A string is raw text; a list of {'role', 'content'} messages goes through the chat template (which
+    also describes the tools, if it can)."""
     if isinstance(prompt, str):
         return tokenizer(prompt)["input_ids"]
-    text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(list(prompt), tools=tools, add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

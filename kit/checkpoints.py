@@ -45,7 +45,8 @@ def writing(cfg, step: int, loop_state: dict):
     torch.save(state, scratch / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(scratch, final)  # atomic: the checkpoint appears whole or not at all
-    for old in complete_checkpoints(root)[:-cfg.keep_last_n]:
+    complete, broken = _scan(root)
+    for old in complete[:-cfg.keep_last_n] + broken:  # broken: e.g. a prune the previous run was killed in
         shutil.rmtree(old)
 
 
@@ -59,20 +60,22 @@ def find(cfg) -> Path | None:
             raise KitError(f"resume={cfg.resume} is not a complete checkpoint (no {STATE_FILE}, or its files do not "
                            "match it): point resume at a global_step_N folder, or use resume=auto")
         return folder
-    found = complete_checkpoints(checkpoint_root(cfg))
-    return found[-1] if found else None
+    complete, broken = _scan(checkpoint_root(cfg))
+    for folder in broken:
+        print(f"warning: checkpoint {folder} is incomplete or corrupt: skipped", file=sys.stderr)
+    return complete[-1] if complete else None
 
 
-def complete_checkpoints(root: Path) -> list[Path]:
-    """The complete checkpoints under root, oldest first; incomplete ones are skipped with a warning."""
-    folders = sorted(root.glob(f"{PREFIX}*"), key=lambda p: int(p.name[len(PREFIX):]) if p.name[len(PREFIX):].isdigit() else -1)
-    complete = []
-    for folder in folders:
-        if is_complete(folder):
-            complete.append(folder)
-        else:
-            print(f"warning: checkpoint {folder} is incomplete or corrupt: skipped", file=sys.stderr)
-    return complete
+def _scan(root: Path) -> tuple[list[Path], list[Path]]:
+    """(complete, incomplete) checkpoint folders under root, each oldest first."""
+    def step(folder: Path) -> int:
+        suffix = folder.name[len(PREFIX):]
+        return int(suffix) if suffix.isdigit() else -1
+
+    complete, broken = [], []
+    for folder in sorted(root.glob(f"{PREFIX}*"), key=step):
+        (complete if is_complete(folder) else broken).append(folder)
+    return complete, broken
 
 
 def is_complete(folder: Path) -> bool:

@@ -10,7 +10,7 @@ from kit.errors import KitError
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
                  "keep_last_n", "inference.max_response_length", "training.actor.batch_size_per_gpu",
-                 "training.actor.ppo_epochs")
+                 "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn")
 # Keys whose default is null: any type passes the override check, so their values are checked here.
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
 
@@ -109,10 +109,15 @@ def _check_values(cfg: DictConfig):
         value = OmegaConf.select(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise KitError(f"config key '{key}' must be a number or null, got {value!r}")
+    per_turn = cfg.inference.max_tokens_per_turn
+    if per_turn is not None and (not isinstance(per_turn, int) or isinstance(per_turn, bool) or per_turn <= 0):
+        raise KitError(f"config key 'inference.max_tokens_per_turn' must be null or a positive integer, got {per_turn!r}")
     mini = cfg.training.actor.mini_batch_size
     if mini is not None and (not isinstance(mini, int) or isinstance(mini, bool) or mini <= 0 or cfg.batch_size % mini):
         raise KitError(f"config key 'training.actor.mini_batch_size' must be null or a positive divisor of "
                        f"batch_size={cfg.batch_size}, got {mini!r}")
+    if cfg.inference.tool_timeout <= 0:
+        raise KitError(f"config key 'inference.tool_timeout' must be > 0 seconds, got {cfg.inference.tool_timeout}")
     if cfg.training.actor.lr_schedule not in ("constant", "cosine"):
         raise KitError(f"config key 'training.actor.lr_schedule' must be constant or cosine, got {cfg.training.actor.lr_schedule!r}")
     if cfg.resume is False:  # YAML reads a bare `off` as false

@@ -45,6 +45,8 @@ class RewardScorer:
                 raise KitError(f"algorithm.gdpo_reward_keys names '{key}', but reward function {self.where} did not "
                                f"return it: return a dict like {{'score': ..., '{key}': ...}} for every response")
         scores = [result["reward_score"] for result in results]
+        if "tool_reward" in batch.non_tensor_batch:  # multi-turn: what the tools awarded during the episode
+            scores = [score + float(bonus) for score, bonus in zip(scores, batch.non_tensor_batch["tool_reward"])]
         accuracy = [float(result["reward_extra_info"].get("acc", score)) for result, score in zip(results, scores)]
         return self.manager.assemble_rm_scores(batch, scores), accuracy
 

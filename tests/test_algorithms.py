@@ -53,7 +53,7 @@ def one_step(workers, tiny_model_dir, tmp_path, *overrides) -> dict:
     # The loss the actor worker builds at start-up from the config (verl's init_model), for this config.
     workers.actor.set_loss_fn(partial(ppo_loss, config=omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
     run = algorithm.Run(cfg, verl_cfg, load_env(), tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
-                        get_kl_controller(verl_cfg.algorithm.kl_ctrl))
+                        get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools=None)
     with RunLog(cfg, total_steps=1) as log:
         return algorithm.train_step(run, log, step=1)
 

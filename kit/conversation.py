@@ -1,0 +1,99 @@
+"""Multi-turn episodes as token ids: what the model sampled (trained) and what the tools said (not trained).
+
+The model's tokens are kept exactly as sampled, never decoded and re-encoded, so the log-probs the update
+uses are of the very tokens that were drawn. Tool messages are encoded once, as the chat template renders
+them after the model's turn (the template's own text between turns included), and masked out of the loss.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from verl.utils.model import compute_position_id_with_mask
+
+from kit.tools import ToolResult
+
+
+@dataclass
+class Episode:
+    prompt_ids: list[int]
+    messages: list | None  # the chat so far, or None for a raw-text prompt
+    response_ids: list[int] = field(default_factory=list)
+    trained: list[int] = field(default_factory=list)  # 1: sampled by the model, 0: a tool message
+    log_probs: list[float] = field(default_factory=list)  # the sampler's, 0 on tool tokens
+    turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_reward: float = 0.0
+    done: bool = False
+
+    @property
+    def context(self) -> list[int]:
+        return self.prompt_ids + self.response_ids
+
+    def add_model_turn(self, ids: list[int], log_probs: list[float], text: str):
+        self.response_ids += ids
+        self.trained += [1] * len(ids)
+        self.log_probs += log_probs
+        self.turns += 1
+        if self.messages is not None:
+            self.messages.append({"role": "assistant", "content": text})
+
+    def truncate(self, limit: int) -> bool:
+        """Cut the response to `limit` tokens; True if it reached the limit."""
+        for tokens in (self.response_ids, self.trained, self.log_probs):
+            del tokens[limit:]
+        return len(self.response_ids) >= limit
+
+    def add_tool_results(self, results: list[ToolResult], tokenizer):
+        ids = tool_message_ids(tokenizer, self.messages, [r.text for r in results])
+        self.response_ids += ids
+        self.trained += [0] * len(ids)
+        self.log_probs += [0.0] * len(ids)
+        self.tool_calls += len(results)
+        self.tool_errors += sum(not r.ok for r in results)
+        self.tool_reward += sum(r.reward for r in results)
+        if self.messages is not None:
+            self.messages += [{"role": "tool", "content": r.text} for r in results]
+
+
+def tool_message_ids(tokenizer, messages: list | None, texts: list[str]) -> list[int]:
+    """Tokens for the tool messages after the model's last turn, up to the next assistant header.
+
+    The chat template renders the conversation before and after the tool messages; what it adds is their
+    text. The template's own text after the model's end-of-turn token (often a newline) goes first, since
+    the model stopped at that token."""
+    if messages is None:  # raw text: hermes-style tool responses
+        return tokenizer("".join(f"\n<tool_response>\n{text}\n</tool_response>" for text in texts) + "\n",
+                         add_special_tokens=False)["input_ids"]
+    before = tokenizer.apply_chat_template(messages, tokenize=False)
+    after = tokenizer.apply_chat_template(messages + [{"role": "tool", "content": t} for t in texts],
+                                          add_generation_prompt=True, tokenize=False)
+    end_of_turn = before.rindex(tokenizer.eos_token) + len(tokenizer.eos_token)
+    return tokenizer(before[end_of_turn:] + after[len(before):], add_special_tokens=False)["input_ids"]
+
+
+def assemble(episodes: list[Episode], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_length: int,
+             pad: int) -> dict:
+    """verl's rollout layout: prompts left-padded (B, P), responses right-padded (B, R); response_mask is the
+    loss mask (model tokens only), attention_mask covers tool tokens too."""
+    rows = len(episodes)
+    responses = torch.full((rows, response_length), pad, dtype=torch.long)
+    response_mask = torch.zeros((rows, response_length), dtype=prompt_mask.dtype)
+    response_attention = torch.zeros((rows, response_length), dtype=prompt_mask.dtype)
+    log_probs = torch.zeros((rows, response_length))
+    for row, episode in enumerate(episodes):
+        length = len(episode.response_ids)
+        responses[row, :length] = torch.tensor(episode.response_ids, dtype=torch.long)
+        response_mask[row, :length] = torch.tensor(episode.trained, dtype=prompt_mask.dtype)
+        response_attention[row, :length] = 1
+        log_probs[row, :length] = torch.tensor(episode.log_probs)
+    attention_mask = torch.cat([prompt_mask, response_attention], dim=1)  # (B, P + R)
+    return {
+        "prompts": prompt_ids,
+        "responses": responses,
+        "input_ids": torch.cat([prompt_ids, responses], dim=1),
+        "attention_mask": attention_mask,
+        "position_ids": compute_position_id_with_mask(attention_mask),
+        "response_mask": response_mask,
+        "rollout_log_probs": log_probs,
+    }
