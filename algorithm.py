@@ -72,14 +72,14 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
-    env = load_env()
+    env = load_env(cfg.env)
     run = Run(cfg, verl_cfg, env, tokenizer, RewardScorer(verl_cfg, tokenizer),
               training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl),
               inference.load_tools(cfg, tokenizer))
     if resume_from:
         resume(run, resume_from, state)
     if not hasattr(env, "get_val_batch"):
-        print("note: env.py defines no get_val_batch(size), so validation is skipped")
+        print(f"note: {cfg.env} defines no get_val_batch(size), so validation is skipped")
 
     # ---- the loop ------------------------------------------------------------------------------------
     with RunLog(cfg, total_steps, first_step=state["step"]) as log:

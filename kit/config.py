@@ -16,22 +16,45 @@ OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_
 
 
 def load_config(path: str = "config.yaml", overrides: list[str] = ()) -> DictConfig:
-    try:
-        base = OmegaConf.create(yaml.safe_load(Path(path).read_text()))
-    except FileNotFoundError:
-        raise KitError(f"config file '{path}' not found: run from the kit's folder or pass config=PATH") from None
-    except yaml.YAMLError as err:
-        raise KitError(f"config file '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+    """config.yaml, then the keys of an optional `config=FILE` (an example's settings), then key=value overrides."""
+    base = _read_yaml(path)
     cfg = base.copy()
-    for item in overrides:
-        key, value = _parse_override(item)
-        _check_known(base, key)
-        default = OmegaConf.select(base, key)
-        value = _as_float(value) if isinstance(default, float) else value  # YAML reads 1e-5 as a string
-        _check_type(key, default, value)
-        OmegaConf.update(cfg, key, value, merge=False)
+    overrides = [_parse_override(item) for item in overrides]
+    for file in [value for key, value in overrides if key == "config"]:  # a file in config.yaml's shape
+        for key, value in _flatten(_read_yaml(file)):
+            _set(base, cfg, key, value)
+    for key, value in overrides:
+        if key != "config":
+            _set(base, cfg, key, value)
     _check_values(cfg)
     return cfg
+
+
+def _set(base: DictConfig, cfg: DictConfig, key: str, value):
+    _check_known(base, key)
+    default = OmegaConf.select(base, key)
+    value = _as_float(value) if isinstance(default, float) else value  # YAML reads 1e-5 as a string
+    _check_type(key, default, value)
+    OmegaConf.update(cfg, key, value, merge=False)
+
+
+def _read_yaml(path: str) -> DictConfig:
+    try:
+        return OmegaConf.create(yaml.safe_load(Path(path).read_text()))
+    except FileNotFoundError:
+        raise KitError(f"config file '{path}' not found: run from the kit's folder, or check config=FILE") from None
+    except yaml.YAMLError as err:
+        raise KitError(f"config file '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+
+
+def _flatten(node: DictConfig, prefix: str = "") -> list[tuple[str, object]]:
+    items = []
+    for key, value in node.items():
+        if isinstance(value, DictConfig):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
 
 
 def _parse_override(item: str):

@@ -1,15 +1,21 @@
 """Load env.py and check what its functions return, so a task bug reads as one line naming the fix."""
 
-import importlib
+import importlib.util
 import math
+from pathlib import Path
 
 from kit.errors import KitError
 
 
-def load_env(name: str = "env"):
-    env = importlib.import_module(name)
+def load_env(path: str = "env.py"):
+    """The task file (config key `env`), imported as a module named after it."""
+    if not Path(path).is_file():
+        raise KitError(f"env file '{path}' not found: set env to your task file (env.py by default)")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(env)
     if not callable(getattr(env, "get_batch", None)):
-        raise KitError(f"{name}.py defines no get_batch(size): add one returning {{'prompts': [...], 'ground_truths': [...]}}")
+        raise KitError(f"{path} defines no get_batch(size): add one returning {{'prompts': [...], 'ground_truths': [...]}}")
     return env
 
 

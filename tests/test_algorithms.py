@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 import ray
-from conftest import kit_config
+from conftest import ROOT, kit_config
 from transformers import AutoConfig, AutoTokenizer
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.core_algos import get_kl_controller
@@ -52,7 +52,7 @@ def one_step(workers, tiny_model_dir, tmp_path, *overrides) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # The loss the actor worker builds at start-up from the config (verl's init_model), for this config.
     workers.actor.set_loss_fn(partial(ppo_loss, config=omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
-    run = algorithm.Run(cfg, verl_cfg, load_env(), tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
+    run = algorithm.Run(cfg, verl_cfg, load_env(str(ROOT / "env.py")), tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
                         get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools=None)
     with RunLog(cfg, total_steps=1) as log:
         return algorithm.train_step(run, log, step=1)
