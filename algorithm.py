@@ -72,10 +72,9 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
-    env = load_env(cfg.env)
+    env, tools = load_env(cfg.env), inference.load_tools(cfg, tokenizer)
     run = Run(cfg, verl_cfg, env, tokenizer, RewardScorer(verl_cfg, tokenizer),
-              training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl),
-              inference.load_tools(cfg, tokenizer))
+              training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
     if resume_from:
         resume(run, resume_from, state)
     if not hasattr(env, "get_val_batch"):

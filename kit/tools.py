@@ -146,11 +146,14 @@ class VerlTool:
 
 def load_tools(path: str) -> list:
     try:
-        entries = (yaml.safe_load(Path(path).read_text()) or {}).get("tools") or []
+        content = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise KitError(f"tools file '{path}' not found: set inference.tools to your tools.yaml") from None
     except yaml.YAMLError as err:
         raise KitError(f"tools file '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+    entries = content.get("tools") if isinstance(content, dict) else None
+    if not isinstance(entries, list):
+        raise KitError(f"tools file '{path}' must hold a list under `tools:` (see tools.yaml)")
     tools = []
     for i, entry in enumerate(entries):
         where = f"{path}: tool {i + 1}"

@@ -76,3 +76,12 @@ def test_training_and_resume_keys_are_checked(override, message):
 
 def test_resume_off_survives_yaml():
     assert kit_config("resume=off").resume == "off"
+
+
+def test_a_config_file_overlays_config_yaml_and_overrides_win(tmp_path):
+    (tmp_path / "example.yaml").write_text("batch_size: 4\ninference:\n  multi_turn: true\n  max_turns: 2\n")
+    cfg = kit_config(f"config={tmp_path / 'example.yaml'}", "inference.max_turns=3")
+    assert cfg.batch_size == 4 and cfg.inference.multi_turn is True and cfg.inference.max_turns == 3
+    (tmp_path / "bad.yaml").write_text("inference:\n  max_turn: 2\n")
+    with pytest.raises(KitError, match="did you mean 'inference.max_turns'"):
+        kit_config(f"config={tmp_path / 'bad.yaml'}")

@@ -39,6 +39,14 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     assert model.generate(ids, max_new_tokens=2, do_sample=False).shape[1] > ids.shape[1]
 
 
+def test_the_tool_use_example_runs_multi_turn(tmp_path):
+    result = run_kit("config=examples/tool_use/config.yaml", *TINY, "steps_per_epoch=1", "inference.max_response_length=24",
+                     "inference.max_tokens_per_turn=8", f"output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "episode/well_formed_call_share" in rows[1] and "val/episode/turns" in rows[0]
+
+
 def test_one_step_on_the_embedded_smollm2(tmp_path):
     result = run_kit("batch_size=2", "n_generations=2", "val_size=2", "steps_per_epoch=1", "save_every=0",
                      "inference.max_response_length=8", f"output_dir={tmp_path}")
@@ -53,6 +61,11 @@ def test_one_step_on_the_embedded_smollm2(tmp_path):
     (["algorithm.advantage_estimator=ppo"], "'ppo' is unknown: choose one of"),
     (["algorithm.policy_loss=clip"], "'clip' is unknown: choose one of vanilla"),
     (["inference.temprature=0.5"], "did you mean 'inference.temperature'"),
+    (["algorithm.policy_loss=dro"], "'dro' needs algorithm.dro_beta > 0"),
+    (["resume=/no/such/checkpoint"], "must be auto, off or a checkpoint folder"),
+    (["env=no_such_env.py"], "env file 'no_such_env.py' not found"),
+    (["inference.multi_turn=true", "inference.tools=tests/fixtures/shaped_rewards.py"], "is not valid YAML"),
+    (["inference.multi_turn=true", "inference.tools=config.yaml"], "must hold a list under `tools:`"),
     (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
       "reward_model.custom_reward_function.name=raises"], "raised ValueError: cannot parse the answer"),
     (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
