@@ -10,7 +10,6 @@ the actor and a plot of reward and accuracy in output_dir.
 
 import sys
 from dataclasses import dataclass
-from types import ModuleType
 
 from kit import cpu_platform  # first: on a machine without a GPU it selects the CPU platform before verl loads
 
@@ -31,7 +30,7 @@ from kit.models import resolve_model_path
 from kit.preflight import check_algorithm, check_loggers, check_no_trl
 from kit.rewards import RewardScorer
 from kit.run_log import RunLog
-from kit.task import checked_batch, load_env
+from kit.task import Problems, Task
 from kit.verl_config import compose_verl_config, verl_overrides
 
 
@@ -40,7 +39,7 @@ class Run:
     """What every step uses, built once."""
     cfg: DictConfig
     verl_cfg: DictConfig
-    env: ModuleType
+    task: Task  # env.py: a dataset task (get_batch) or an Environment class (kit/task.py)
     tokenizer: object
     reward: RewardScorer
     workers: training.Workers
@@ -72,12 +71,12 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
-    env, tools = load_env(cfg.env), inference.load_tools(cfg, tokenizer)
-    run = Run(cfg, verl_cfg, env, tokenizer, RewardScorer(verl_cfg, tokenizer),
+    task, tools = Task(cfg.env), inference.load_tools(cfg, tokenizer)
+    run = Run(cfg, verl_cfg, task, tokenizer, RewardScorer(verl_cfg, tokenizer),
               training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
     if resume_from:
         resume(run, resume_from, state)
-    if not hasattr(env, "get_val_batch"):
+    if not task.has_validation:
         print(f"note: {cfg.env} defines no get_val_batch(size), so validation is skipped")
 
     # ---- the loop ------------------------------------------------------------------------------------
@@ -85,7 +84,8 @@ def main(overrides: list[str]):
         if state["step"] == 0:
             validate(run, log, step=0)
         for step in range(state["step"] + 1, total_steps + 1):
-            log.log(train_step(run, log, step), step)
+            metrics = train_step(run, log, step)
+            log.log({**metrics, **run.task.on_step(metrics)}, step)  # env.py may adapt to the step (a curriculum)
             if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
                 validate(run, log, step)
             if cfg.save_every and (step % cfg.save_every == 0 or step == total_steps):
@@ -97,16 +97,16 @@ def main(overrides: list[str]):
 def train_step(run: Run, log: RunLog, step: int) -> dict:
     cfg, n, metrics = run.cfg, run.cfg.n_generations, {}
     with log.timer("generation"):
-        prompts, truths = checked_batch(run.env.get_batch, cfg.batch_size)
-        batch = inference.generate(run.workers.actor, run.tokenizer, prompts, cfg, n=n, seed=cfg.seed + step,
-                                   tools=run.tools)  # B*n rows
-        batch.non_tensor_batch["uid"] = np.repeat([f"{step}-{i}" for i in range(len(prompts))], n)  # groups
+        problems = run.task.draw(cfg.batch_size)  # B prompts, or B start states of the environment
+        batch = rollout(run, problems, n, seed=cfg.seed + step)  # B*n rows
+        batch.non_tensor_batch["uid"] = np.repeat([f"{step}-{i}" for i in range(cfg.batch_size)], n)  # groups
 
     with log.timer("reward"):
-        scores, accuracy = run.reward.score(batch, data_source(run.env), np.repeat(truths, n).tolist())
+        scores, accuracy = score(run, batch, problems, n)
         batch.batch["token_level_scores"] = scores  # (B*n, R): each response's score sits on its last token
         if cfg.algorithm.advantage_estimator == "remax":  # ReMax's baseline: the greedy response's reward
-            batch.batch["reward_baselines"] = greedy_rewards(run, prompts, truths, step).repeat_interleave(n)  # (B*n,)
+            greedy = rollout(run, problems, n=1, seed=cfg.seed + step, greedy=True)
+            batch.batch["reward_baselines"] = score(run, greedy, problems, n=1)[0].sum(-1).repeat_interleave(n)  # (B*n,)
 
     with log.timer("log_prob"):
         batch = batch.union(training.compute_log_probs(run.workers, batch, cfg))  # old_log_probs, entropys
@@ -144,29 +144,34 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
     }
 
 
-def greedy_rewards(run: Run, prompts: list, truths: list, step: int) -> torch.Tensor:
-    """The reward of each prompt's greedy response: (B,)."""
-    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed + step,
-                               greedy=True, tools=run.tools)
-    scores, _ = run.reward.score(batch, data_source(run.env), truths)
-    return scores.sum(-1)
+def rollout(run: Run, problems: Problems, n: int, seed: int, greedy: bool = False):
+    """n responses (episodes) per problem, grouped by problem: a DataProto of B*n rows."""
+    return inference.generate(run.workers.actor, run.tokenizer, problems.prompts, run.cfg, n=n, seed=seed, greedy=greedy,
+                              tools=run.tools, environment=run.task.environment)
+
+
+def score(run: Run, batch, problems: Problems, n: int) -> tuple[torch.Tensor, list[float]]:
+    """Token-level scores (B*n, R) and each response's accuracy: from the reward function through verl's
+    reward manager, or for an environment the episode's summed turn rewards."""
+    if run.task.environment is not None:
+        return run.reward.episode_scores(batch)
+    return run.reward.score(batch, problems.repeated(n))
 
 
 def validate(run: Run, log: RunLog, step: int):
-    """Greedy accuracy on env.py's held-out split."""
-    if not hasattr(run.env, "get_val_batch"):
+    """Greedy accuracy and reward on env.py's held-out split."""
+    if not run.task.has_validation:
         return
-    prompts, truths = checked_batch(run.env.get_val_batch, run.cfg.val_size)
-    batch = inference.generate(run.workers.actor, run.tokenizer, prompts, run.cfg, n=1, seed=run.cfg.seed, greedy=True,
-                               tools=run.tools)
-    _, accuracy = run.reward.score(batch, data_source(run.env), truths)
+    problems = run.task.draw(run.cfg.val_size, held_out=True)
+    batch = rollout(run, problems, n=1, seed=run.cfg.seed, greedy=True)
+    scores, accuracy = score(run, batch, problems, n=1)
     episodes = {f"val/{key}": value for key, value in inference.episode_metrics(batch).items()}
-    log.log({"val/accuracy": float(np.mean(accuracy)), **episodes}, step)
+    log.log({"val/accuracy": float(np.mean(accuracy)), "val/reward_mean": scores.sum(-1).mean().item(), **episodes}, step)
 
 
 def save(run: Run, step: int):
     """Everything a resumed run needs to continue as if never stopped (kit/checkpoints.py)."""
-    loop_state = {"kl_coef": run.kl_ctrl.value, "env": env_state(run.env)}
+    loop_state = {"kl_coef": run.kl_ctrl.value, "env": run.task.state_dict()}
     with checkpoints.writing(run.cfg, step, loop_state) as folder:
         training.save_checkpoint(run.workers, folder, step)
 
@@ -175,20 +180,11 @@ def resume(run: Run, folder, state: dict):
     training.load_checkpoint(run.workers, str(folder))
     run.kl_ctrl.value = state["kl_coef"]
     if state["env"] is not None:
-        run.env.load_state_dict(state["env"])
+        run.task.load_state_dict(state["env"])
     else:
         print("note: env.py has no state_dict(), so its data order restarts rather than continues")
     checkpoints.restore_rng(state)
     print(f"resumed from {folder} (step {state['step']})")
-
-
-def env_state(env):
-    """env.py's data cursor, if it exposes one (state_dict/load_state_dict); else the order restarts on resume."""
-    return env.state_dict() if hasattr(env, "state_dict") else None
-
-
-def data_source(env) -> str:
-    return getattr(env, "DATA_SOURCE", env.__name__)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ FSDP-sharded actor weights (kit/worker.py): it always samples the current policy
 of the model. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
 
 With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/tools.py)
-and their results come back as tool messages until it stops calling. Its own tokens are kept exactly as
-sampled and are the only ones trained (kit/conversation.py).
+and their results come back as tool messages until it stops calling. With an env.py Environment class each
+turn is an action and the environment's observation comes back as the next user message. The model's own
+tokens are kept exactly as sampled and are the only ones trained (kit/conversation.py).
 """
+
+from functools import partial
 
 import numpy as np
 import torch
@@ -16,8 +19,9 @@ from verl import DataProto
 from verl.utils import tensordict_utils as tu
 
 from kit.batching import micro_batch_size
-from kit.conversation import Episode, assemble
+from kit.conversation import ENVIRONMENT_KEYS, TOOL_KEYS, Episode, assemble, environment_reply, tool_reply
 from kit.errors import KitError
+from kit.task import start_messages
 from kit.tools import ToolBox
 
 ENGINES = ("hf", "vllm", "sglang")
@@ -40,24 +44,30 @@ def load_tools(cfg, tokenizer) -> ToolBox | None:
                    max_calls=cfg.inference.max_calls_per_turn)
 
 
-def generate(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False, tools=None) -> DataProto:
+def generate(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False, tools=None,
+             environment=None) -> DataProto:
     """Sample n responses for each prompt (greedy for validation) on the actor workers; in multi-turn mode
-    whole conversations with tool calls."""
+    whole conversations with tool calls. With an env.py Environment class, `prompts` are start states (the
+    seeds reset() takes) and each gets n episodes."""
+    if environment is not None:
+        episodes = [new_episode(tokenizer, start_messages(env, seed=start), env=env)
+                    for start in prompts for env in (environment() for _ in range(n))]
+        return converse(workers, tokenizer, episodes, cfg, seed, greedy, respond=environment_reply, keys=ENVIRONMENT_KEYS)
     if cfg.inference.multi_turn:
-        return generate_conversations(workers, tokenizer, prompts, cfg, n, seed, greedy, tools)
+        episodes = [new_episode(tokenizer, prompt, tools=tools.schemas if tools else None)
+                    for prompt in prompts for _ in range(n)]
+        return converse(workers, tokenizer, episodes, cfg, seed, greedy, respond=partial(tool_reply, tools), keys=TOOL_KEYS)
     prompt_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts for _ in range(n)]
     check_prompt_length(prompt_ids, cfg)
     return DataProto.from_tensordict(generate_turn(workers, tokenizer, prompt_ids, cfg, seed, greedy,
                                                    max_new_tokens=cfg.inference.max_response_length))
 
 
-def generate_conversations(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool, tools) -> DataProto:
-    """The model writes a turn; the tool calls in it run (kit/tools.py) and their results join the
-    conversation as tool messages; again, until a turn makes no call, inference.max_turns turns, or
-    max_response_length tokens in all (model and tool tokens; only the model's are trained)."""
-    limit, schemas = cfg.inference.max_response_length, tools.schemas if tools else None
-    episodes = [Episode(encode_prompt(tokenizer, prompt, schemas), None if isinstance(prompt, str) else list(prompt))
-                for prompt in prompts for _ in range(n)]
+def converse(workers, tokenizer, episodes: list[Episode], cfg, seed: int, greedy: bool, respond, keys: tuple) -> DataProto:
+    """The model writes a turn; respond(episode, ids, text) answers it (tool results, the environment's next
+    observation) or ends the episode; again, until inference.max_turns turns or max_response_length tokens in
+    all (the model's and the replies'; only the model's are trained). The episodes' `keys` join the batch."""
+    limit = cfg.inference.max_response_length
     check_prompt_length([e.prompt_ids for e in episodes], cfg)
     for turn in range(cfg.inference.max_turns):
         active = [e for e in episodes if not e.done]
@@ -68,24 +78,30 @@ def generate_conversations(workers, tokenizer, prompts: list, cfg, n: int, seed:
         for row, episode in enumerate(active):
             length = min(int(rollout["response_mask"][row].sum()), limit - len(episode.response_ids))  # up to eos
             ids = rollout["responses"][row, :length].tolist()
-            episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(),
-                                   tokenizer.decode(ids, skip_special_tokens=True))
-            results = tools.run_calls(ids) if tools else []
-            episode.done = not results or turn + 1 == cfg.inference.max_turns or len(episode.response_ids) >= limit
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(), text)
+            reply = respond(episode, ids, text)
+            episode.done = reply is None or turn + 1 == cfg.inference.max_turns or len(episode.response_ids) >= limit
             if not episode.done:
-                episode.add_tool_results(results, tokenizer)
+                episode.add_messages(reply, tokenizer)
                 episode.done = episode.truncate(limit)
     prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in episodes], tokenizer.pad_token_id)
     batch = DataProto.from_dict(assemble(episodes, prompt_ids, prompt_mask, limit, tokenizer.pad_token_id))
-    for key in ("turns", "tool_calls", "tool_errors", "tool_reward"):
+    for key in keys:
         batch.non_tensor_batch[key] = np.array([getattr(e, key) for e in episodes], dtype=object)
     return batch
 
 
+def new_episode(tokenizer, prompt, tools: list | None = None, env=None) -> Episode:
+    return Episode(encode_prompt(tokenizer, prompt, tools), None if isinstance(prompt, str) else list(prompt), env)
+
+
 def episode_metrics(batch: DataProto) -> dict:
-    """Turns and tool use per episode, in multi-turn mode."""
+    """Turns (and tool use) per episode, in multi-turn mode."""
     if "turns" not in batch.non_tensor_batch:
         return {}
+    if "tool_calls" not in batch.non_tensor_batch:  # an environment's episodes: their reward is the score
+        return {"episode/turns": float(batch.non_tensor_batch["turns"].astype(float).mean())}
     stats = {key: batch.non_tensor_batch[key].astype(float) for key in ("turns", "tool_calls", "tool_errors")}
     return {
         "episode/turns": float(stats["turns"].mean()),

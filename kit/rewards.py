@@ -10,6 +10,7 @@ from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager
 
 from kit.errors import KitError
+from kit.task import Problems
 
 
 class RewardScorer:
@@ -28,12 +29,14 @@ class RewardScorer:
         # GDPO normalises each of these keys of the function's returned dict on its own.
         self.required_keys = list(verl_cfg.algorithm.gdpo_reward_keys or []) if verl_cfg.algorithm.adv_estimator == "gdpo" else []
 
-    def score(self, batch: DataProto, data_source: str, ground_truths: list) -> tuple[torch.Tensor, list[float]]:
-        """Score every response. Returns verl's token-level scores (B, R), the score on each response's
-        last token, and the accuracy of each response ('acc' in the function's dict, else the score).
-        The other keys of a returned dict go into batch.non_tensor_batch, as verl's trainer puts them."""
-        batch.non_tensor_batch["data_source"] = np.array([data_source] * len(batch), dtype=object)
-        batch.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gt} for gt in ground_truths], dtype=object)
+    def score(self, batch: DataProto, rows: Problems) -> tuple[torch.Tensor, list[float]]:
+        """Score every response against its row's ground truth (data_source, extra_info). Returns verl's
+        token-level scores (B, R), the score on each response's last token, and the accuracy of each
+        response ('acc' in the function's dict, else the score). The other keys of a returned dict go into
+        batch.non_tensor_batch, as verl's trainer puts them."""
+        batch.non_tensor_batch["data_source"] = np.array(rows.data_sources, dtype=object)
+        batch.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gt} for gt in rows.ground_truths], dtype=object)
+        batch.non_tensor_batch["extra_info"] = np.array(rows.extra_infos, dtype=object)
         results = self.manager.loop.run_until_complete(
             asyncio.gather(*(self._score_one(batch[i:i + 1]) for i in range(len(batch))))
         )
@@ -49,6 +52,12 @@ class RewardScorer:
             scores = [score + float(bonus) for score, bonus in zip(scores, batch.non_tensor_batch["tool_reward"])]
         accuracy = [float(result["reward_extra_info"].get("acc", score)) for result, score in zip(results, scores)]
         return self.manager.assemble_rm_scores(batch, scores), accuracy
+
+    def episode_scores(self, batch: DataProto) -> tuple[torch.Tensor, list[float]]:
+        """An environment's episodes: the summed turn rewards on each response's last token (B, R), as verl
+        places scores, and each episode's success."""
+        rewards = batch.non_tensor_batch["env_reward"].astype(float).tolist()
+        return self.manager.assemble_rm_scores(batch, rewards), batch.non_tensor_batch["env_success"].astype(float).tolist()
 
     async def _score_one(self, item: DataProto) -> dict:
         try:

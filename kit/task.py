@@ -1,26 +1,87 @@
-"""Load env.py and check what its functions return, so a task bug reads as one line naming the fix."""
+"""env.py as the loop sees it: a dataset task (get_batch) or an environment class (Environment), with every
+return value checked so that a task bug reads as one line naming the fix."""
 
 import importlib.util
 import math
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from kit.errors import KitError
 
+VAL_SEED_BASE = 2**31  # validation start states are seeds from here up; training draws seeds below it
 
-def load_env(path: str = "env.py"):
-    """The task file (config key `env`), imported as a module named after it."""
+
+@dataclass
+class Problems:
+    """One batch of a task: prompts with their ground truths, or an environment's start states."""
+    prompts: list  # strings or chat message lists; for an environment, the seeds its reset() takes
+    ground_truths: list  # one per prompt; None for each start state of an environment
+    data_sources: list  # what the reward function receives as data_source, one per prompt
+    extra_infos: list  # what it receives as extra_info (dicts)
+
+    def repeated(self, n: int) -> "Problems":
+        """Each problem n times in a row, as the rollout's rows are (extra_info dicts copied: verl writes to them)."""
+        return Problems(*([value for value in values for _ in range(n)] for values in
+                          (self.prompts, self.ground_truths, self.data_sources)),
+                        [dict(info) for info in self.extra_infos for _ in range(n)])
+
+
+class Task:
+    def __init__(self, path: str):
+        self.path = path
+        self.module = _import(path)
+        self.environment = getattr(self.module, "Environment", None)  # a class: reset(seed), step(action)
+        if self.environment is None and not callable(getattr(self.module, "get_batch", None)):
+            raise KitError(f"{path} defines neither get_batch(size) nor an Environment class: add one (see env.py "
+                           "for get_batch, examples/text_game/env.py for an Environment)")
+        self.data_source = getattr(self.module, "DATA_SOURCE", self.module.__name__)
+        self._seeds = random.Random(0)  # environment start states, in a reproducible order
+
+    @property
+    def has_validation(self) -> bool:
+        return self.environment is not None or hasattr(self.module, "get_val_batch")
+
+    def draw(self, size: int, held_out: bool = False) -> Problems:
+        """`size` training problems, or the held-out ones (always the same for the same size)."""
+        if self.environment is not None:
+            seeds = range(VAL_SEED_BASE, VAL_SEED_BASE + size) if held_out else (
+                self._seeds.randrange(VAL_SEED_BASE) for _ in range(size))
+            return Problems(list(seeds), [None] * size, [self.data_source] * size, [{} for _ in range(size)])
+        return checked_batch(self.module.get_val_batch if held_out else self.module.get_batch, size, self.data_source)
+
+    def on_step(self, metrics: dict) -> dict:
+        """env.py's optional on_step(metrics) hook, after every step (a curriculum reads train/accuracy);
+        the metrics it returns are logged with the step's."""
+        hook = getattr(self.module, "on_step", None)
+        return dict(hook(metrics) or {}) if hook else {}
+
+    def state_dict(self):
+        """The data cursor saved in checkpoints (None when env.py keeps no state_dict)."""
+        if self.environment is not None:
+            return {"seeds": self._seeds.getstate()}
+        return self.module.state_dict() if hasattr(self.module, "state_dict") else None
+
+    def load_state_dict(self, state):
+        if self.environment is not None:
+            self._seeds.setstate(state["seeds"])
+        else:
+            self.module.load_state_dict(state)
+
+
+def _import(path: str):
+    """The task file, imported as a module named after it."""
     if not Path(path).is_file():
         raise KitError(f"env file '{path}' not found: set env to your task file (env.py by default)")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    env = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(env)
-    if not callable(getattr(env, "get_batch", None)):
-        raise KitError(f"{path} defines no get_batch(size): add one returning {{'prompts': [...], 'ground_truths': [...]}}")
-    return env
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def checked_batch(get_batch, size: int) -> tuple[list, list]:
-    """Call get_batch(size) and return (prompts, ground_truths), or raise a KitError naming the problem."""
+def checked_batch(get_batch, size: int, data_source: str = "") -> Problems:
+    """Call get_batch(size) and return its problems, or raise a KitError naming the problem. Besides prompts and
+    ground_truths, a batch may carry per-prompt 'data_sources' and 'extra_infos' (as verl's parquet rows do)."""
     where = f"{get_batch.__module__}.{get_batch.__name__}({size})"
     batch = get_batch(size)
     if not isinstance(batch, dict) or not {"prompts", "ground_truths"} <= batch.keys():
@@ -39,7 +100,16 @@ def checked_batch(get_batch, size: int) -> tuple[list, list]:
     for truth in truths:
         if truth is None or isinstance(truth, float) and math.isnan(truth):
             raise KitError(f"{where} returned a missing ground truth ({truth!r}): give every prompt its answer")
-    return prompts, truths
+    data_sources = _optional_list(batch, "data_sources", [data_source] * size, str, where)
+    extra_infos = _optional_list(batch, "extra_infos", [{} for _ in range(size)], dict, where)
+    return Problems(prompts, truths, data_sources, extra_infos)
+
+
+def _optional_list(batch: dict, key: str, default: list, kind: type, where: str) -> list:
+    values = list(batch.get(key, default))
+    if len(values) != len(default) or not all(isinstance(value, kind) for value in values):
+        raise KitError(f"{where} returned '{key}' that is not a list of {len(default)} {kind.__name__}s: one per prompt")
+    return values
 
 
 def _is_prompt(prompt) -> bool:
@@ -47,3 +117,40 @@ def _is_prompt(prompt) -> bool:
         return bool(prompt)
     return isinstance(prompt, list) and bool(prompt) and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
+
+
+def start_messages(env, seed: int) -> list[dict]:
+    """The conversation an environment opens with: its system prompt, if any, and reset(seed)'s observation."""
+    observation = _call(env.reset, seed)
+    if not isinstance(observation, str):
+        raise KitError(f"{type(env).__name__}.reset(seed) returned {type(observation).__name__}: it must return "
+                       "the first observation as a string")
+    system = getattr(env, "system_prompt", None)
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": observation}]
+
+
+def checked_step(env, action: str) -> tuple[str, float, bool, dict]:
+    """env.step(action), its return value checked: (observation: str, reward: number, done: bool, info: dict)."""
+    result = _call(env.step, action)
+    name = f"{type(env).__name__}.step(action)"
+    if not isinstance(result, tuple) or len(result) != 4:
+        raise KitError(f"{name} returned {type(result).__name__}: it must return (observation, reward, done, info)")
+    observation, reward, done, info = result
+    if not isinstance(observation, str):
+        raise KitError(f"{name} returned an observation of type {type(observation).__name__}: return a string "
+                       "(an empty one when the episode is done)")
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+        raise KitError(f"{name} returned the reward {reward!r}: return a finite number (0.0 for none)")
+    if done not in (True, False) or not isinstance(info, dict):
+        raise KitError(f"{name} returned done={done!r}, info of type {type(info).__name__}: done must be True or "
+                       "False and info a dict")
+    return observation, float(reward), bool(done), info
+
+
+def _call(method, argument):
+    """An environment method, its exception turned into one line naming it."""
+    try:
+        return method(argument)
+    except Exception as err:
+        raise KitError(f"{type(method.__self__).__name__}.{method.__name__}({argument!r:.40}) raised "
+                       f"{type(err).__name__}: {err}: fix the environment") from None

@@ -29,3 +29,37 @@ def kit_config(*overrides):
     from kit.config import load_config
 
     return load_config(str(ROOT / "config.yaml"), list(overrides))
+
+
+def configured(model_dir, *overrides):
+    """The kit's config and verl's, as algorithm.main builds them, for CPU workers."""
+    from transformers import AutoConfig
+
+    from kit.config import resolve_hardware
+    from kit.verl_config import compose_verl_config, verl_overrides
+
+    cfg = kit_config(*overrides)
+    resolve_hardware(cfg, visible_gpus=0)
+    cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+    return cfg, compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=False))
+
+
+def make_run(cfg, verl_cfg, workers, model_dir):
+    """algorithm.Run as main() builds it, on workers already started; the actor's loss set for this config."""
+    from functools import partial
+
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.core_algos import get_kl_controller
+    from verl.utils.config import omega_conf_to_dataclass
+    from verl.workers.utils.losses import ppo_loss
+
+    import algorithm
+    import inference
+    from kit.rewards import RewardScorer
+    from kit.task import Task
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # The loss the actor worker builds at start-up from the config (verl's init_model), for this config.
+    workers.actor.set_loss_fn(partial(ppo_loss, config=omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
+    return algorithm.Run(cfg, verl_cfg, Task(cfg.env), tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
+                         get_kl_controller(verl_cfg.algorithm.kl_ctrl), inference.load_tools(cfg, tokenizer))

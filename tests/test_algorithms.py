@@ -1,27 +1,20 @@
-"""Every advantage estimator and policy loss verl 0.9.1 registers runs one real step of the kit's loop
-(algorithm.train_step) on real CPU workers with a tiny model: rollouts, rewards, advantages, update."""
+"""Every advantage estimator and policy loss verl 0.9.1 registers, and every example task, runs one real step
+of the kit's loop (algorithm.train_step) on real CPU workers with a tiny model: rollouts, rewards,
+advantages, update."""
 
 import math
-from functools import partial
 
+import pandas
 import pytest
 import ray
-from conftest import ROOT, kit_config
-from transformers import AutoConfig, AutoTokenizer
+from conftest import ROOT, configured, make_run
 from verl.trainer.ppo import core_algos
-from verl.trainer.ppo.core_algos import get_kl_controller
-from verl.utils.config import omega_conf_to_dataclass
-from verl.workers.utils.losses import ppo_loss
 
 import algorithm
 import training
-from kit.config import resolve_hardware
-from kit.rewards import RewardScorer
 from kit.run_log import RunLog
-from kit.task import load_env
-from kit.verl_config import compose_verl_config, verl_overrides
 
-BASE = ["model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=4", "logger=[]",
+BASE = [f"env={ROOT}/env.py", "model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=4", "logger=[]",
         "reward_model.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
         "reward_model.custom_reward_function.name=digit_share"]
 # The extra keys some of them need.
@@ -31,29 +24,18 @@ NEEDS = {
 }
 
 
-def configured(tiny_model_dir, tmp_path, *overrides):
-    cfg = kit_config(*BASE, f"output_dir={tmp_path}", *overrides)
-    resolve_hardware(cfg, visible_gpus=0)
-    cfg.model_context = AutoConfig.from_pretrained(tiny_model_dir).max_position_embeddings
-    return cfg, compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False))
-
-
 @pytest.fixture(scope="module")
 def workers(tiny_model_dir, tmp_path_factory):
     """One CPU worker holding actor, reference and critic, shared by every case."""
-    cfg, verl_cfg = configured(tiny_model_dir, tmp_path_factory.mktemp("w"), "algorithm.advantage_estimator=gae",
-                               "training.actor.use_kl_loss=true")
+    cfg, verl_cfg = configured(tiny_model_dir, *BASE, f"output_dir={tmp_path_factory.mktemp('w')}",
+                               "algorithm.advantage_estimator=gae", "training.actor.use_kl_loss=true")
     yield training.start_workers(cfg, verl_cfg)
     ray.shutdown()
 
 
 def one_step(workers, tiny_model_dir, tmp_path, *overrides) -> dict:
-    cfg, verl_cfg = configured(tiny_model_dir, tmp_path, *overrides)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    # The loss the actor worker builds at start-up from the config (verl's init_model), for this config.
-    workers.actor.set_loss_fn(partial(ppo_loss, config=omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
-    run = algorithm.Run(cfg, verl_cfg, load_env(str(ROOT / "env.py")), tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
-                        get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools=None)
+    cfg, verl_cfg = configured(tiny_model_dir, *BASE, f"output_dir={tmp_path}", *overrides)
+    run = make_run(cfg, verl_cfg, workers, tiny_model_dir)
     with RunLog(cfg, total_steps=1) as log:
         return algorithm.train_step(run, log, step=1)
 
@@ -89,3 +71,28 @@ def test_kl_in_reward_and_loss_with_an_adaptive_controller(workers, tiny_model_d
 def test_critic_warmup_leaves_the_actor_alone(workers, tiny_model_dir, tmp_path):
     metrics = one_step(workers, tiny_model_dir, tmp_path, "algorithm.advantage_estimator=gae", "training.critic.warmup_steps=1")
     assert "critic/vf_loss" in metrics and "actor/pg_loss" not in metrics
+
+
+TINY = ["model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=4", "logger=[]"]
+
+
+@pytest.mark.parametrize("example, overrides", [
+    ("text_game", ["inference.max_turns=3"]),
+    ("conversation", []),
+    ("dataset", ["inference.max_response_length=16"]),
+    ("curriculum", []),
+    ("tool_use", ["inference.max_tokens_per_turn=8", "inference.max_response_length=24"]),
+])
+def test_every_example_trains_and_validates(workers, tiny_model_dir, tmp_path, monkeypatch, example, overrides):
+    monkeypatch.chdir(ROOT)  # examples name their files from the kit's folder
+    cfg, verl_cfg = configured(tiny_model_dir, f"config=examples/{example}/config.yaml", *TINY, f"output_dir={tmp_path}",
+                               *overrides)
+    run = make_run(cfg, verl_cfg, workers, tiny_model_dir)
+    with RunLog(cfg, total_steps=1) as log:
+        metrics = algorithm.train_step(run, log, step=1)
+        algorithm.validate(run, log, step=1)
+    assert math.isfinite(metrics["actor/pg_loss"]) and math.isfinite(metrics["train/reward_mean"])
+    validation = pandas.read_json(tmp_path / "metrics.jsonl", lines=True).iloc[-1]
+    assert 0 <= validation["val/accuracy"] <= 1
+    if run.task.environment is not None:
+        assert 1 <= metrics["episode/turns"] <= cfg.inference.max_turns

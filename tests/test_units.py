@@ -155,7 +155,8 @@ def test_default_task_splits_and_reward():
     train, held_out = set(env.TRAIN), set(env.HELD_OUT)
     assert not train & held_out and len(held_out) > 128
     assert env.get_val_batch(16) == env.get_val_batch(16)  # the same problems every validation
-    prompts, truths = checked_batch(env.get_batch, 8)
+    problems = checked_batch(env.get_batch, 8)
+    prompts, truths = problems.prompts, problems.ground_truths
     a, b = prompts[0].rsplit("\n", 1)[1].rstrip(" =").split(" + ")
     assert truths[0] == str(int(a) + int(b)) and prompts[0].startswith(env.EXAMPLES)
     assert my_reward.compute_score(env.DATA_SOURCE, " 132\n45 + 17 = 62", "132") == 1.0
