@@ -13,7 +13,11 @@ Interface the loop uses:
   DATA_SOURCE          -> the name the reward function receives as data_source
   state_dict(), load_state_dict(state)  -> the data cursor, saved in checkpoints so a resumed run
                           continues the same order (optional)
-A prompt is a string (raw text) or a list of chat messages [{'role': 'user', 'content': ...}].
+  on_step(metrics)     -> called after every step with its metrics; what it returns is logged (optional)
+A prompt is a string (raw text) or a list of chat messages [{'role': 'user', 'content': ...}]. A batch may
+also carry per-prompt 'data_sources' and 'extra_infos' lists (examples/dataset reads verl's parquet files).
+Instead of get_batch, a task file can define an Environment class with reset(seed) and step(action) for
+multi-turn episodes (examples/text_game/env.py).
 """
 
 import random

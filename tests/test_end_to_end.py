@@ -9,6 +9,8 @@ import pytest
 from conftest import ROOT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import algorithm
+
 TINY = ["model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=8", "inference.max_response_length=8"]
 
 
@@ -39,14 +41,6 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     assert model.generate(ids, max_new_tokens=2, do_sample=False).shape[1] > ids.shape[1]
 
 
-def test_the_tool_use_example_runs_multi_turn(tmp_path):
-    result = run_kit("config=examples/tool_use/config.yaml", *TINY, "steps_per_epoch=1", "inference.max_response_length=24",
-                     "inference.max_tokens_per_turn=8", f"output_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert "episode/well_formed_call_share" in rows[1] and "val/episode/turns" in rows[0]
-
-
 def test_one_step_on_the_embedded_smollm2(tmp_path):
     result = run_kit("batch_size=2", "n_generations=2", "val_size=2", "steps_per_epoch=1", "save_every=0",
                      "inference.max_response_length=8", f"output_dir={tmp_path}")
@@ -67,16 +61,27 @@ def test_one_step_on_the_embedded_smollm2(tmp_path):
     (["inference.multi_turn=true", "inference.tools=tests/fixtures/shaped_rewards.py"], "is not valid YAML"),
     (["inference.multi_turn=true", "inference.tools=config.yaml"], "must hold a list under `tools:`"),
     (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
-      "reward_model.custom_reward_function.name=raises"], "raised ValueError: cannot parse the answer"),
-    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
-      "reward_model.custom_reward_function.name=returns_text"], "returned '1.0': it must return a finite number"),
-    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
-      "reward_model.custom_reward_function.name=returns_nan"], "returned nan"),
-    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
       "reward_model.custom_reward_function.name=missing"], "has no function 'missing'"),
 ])
-def test_bad_input_is_one_line_without_traceback(tmp_path, overrides, message):
-    result = run_kit(*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}", *overrides)
+def test_bad_setup_is_one_line_before_any_worker_starts(tmp_path, monkeypatch, capsys, overrides, message):
+    """algorithm.main in this process (as `python algorithm.py` runs it): stopped with status 2 and one line."""
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        algorithm.main([*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}", *overrides])
+    assert stop.value.code == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and stderr.strip().splitlines()[-1].startswith("verl-kit: error: ")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("raises", "raised ValueError: cannot parse the answer"),
+    ("returns_text", "returned '1.0': it must return a finite number"),
+    ("returns_nan", "returned nan"),
+])
+def test_a_bad_reward_function_mid_run_is_one_line_without_traceback(tmp_path, name, message):
+    result = run_kit(*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}",
+                     "reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+                     f"reward_model.custom_reward_function.name={name}")
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -16,6 +16,8 @@ import training
 from kit.config import resolve_hardware
 from kit.errors import KitError
 from kit.models import resolve_model_path
+from kit.rewards import RewardScorer
+from kit.task import Task
 from kit.tools import ToolBox, load_tools
 from kit.verl_config import compose_verl_config, verl_overrides
 
@@ -132,3 +134,28 @@ def test_conversations_train_only_the_models_tokens_with_their_sampled_log_probs
     assert torch.allclose(old[trained], b["rollout_log_probs"][trained], atol=1e-5)
     metrics = inference.episode_metrics(batch)
     assert metrics["episode/well_formed_call_share"] == 1.0 and metrics["episode/tool_errors"] == 0
+
+
+def test_environment_episodes_sum_turn_rewards_and_train_only_the_models_tokens(conversation_setup, tiny_model_dir,
+                                                                                 monkeypatch):
+    cfg, workers, tok, _ = conversation_setup
+    monkeypatch.chdir(ROOT)
+    task = Task("examples/text_game/env.py")
+    starts = task.draw(2)
+    batch = inference.generate(workers.actor, tok, starts.prompts, cfg, n=3, seed=0, environment=task.environment)
+    b, stats = batch.batch, batch.non_tensor_batch
+    assert b["responses"].shape == (6, 40) and (b["prompts"][0] == b["prompts"][2]).all()  # 3 episodes per start
+    trained, attended = b["response_mask"].bool(), b["attention_mask"][:, b["prompts"].shape[1]:].bool()
+    assert (trained <= attended).all() and (1 <= stats["turns"]).all() and (stats["turns"] <= 3).all()
+    for row in range(6):  # the game's replies are in the conversation, outside the loss
+        replies = tok.decode(b["responses"][row][attended[row] & ~trained[row]])
+        assert stats["turns"][row] == 1 or "number" in replies, replies
+    # Turn rewards summed: -0.1 per wrong guess, 1 for the right one; scored on each episode's last token.
+    success, turns = stats["env_success"].astype(float), stats["turns"].astype(float)
+    assert torch.allclose(torch.tensor(stats["env_reward"].astype(float)), torch.tensor(success - 0.1 * (turns - success)))
+    scorer = RewardScorer(compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False)), tok)
+    scores, accuracy = scorer.episode_scores(batch)  # (6, 40)
+    assert torch.allclose(scores.sum(-1), torch.tensor(stats["env_reward"].astype(float), dtype=torch.float32))
+    assert accuracy == success.tolist()
+    old = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
+    assert torch.allclose(old[trained], b["rollout_log_probs"][trained], atol=1e-5)

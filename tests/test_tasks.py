@@ -1,0 +1,127 @@
+"""env.py tasks without workers: environment classes and their bad returns, verl-format datasets, the
+curriculum's promotion and resume state."""
+
+import re
+import subprocess
+import sys
+
+import pandas
+import pytest
+from conftest import ROOT
+
+from kit.datasets import VerlDataset
+from kit.errors import KitError
+from kit.task import VAL_SEED_BASE, Task, checked_step, start_messages
+
+
+def test_environment_task_draws_reproducible_start_states(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    task = Task("examples/text_game/env.py")
+    first = task.draw(4)
+    state = task.state_dict()
+    second = task.draw(4)
+    task.load_state_dict(state)
+    assert task.draw(4) == second != first  # a resumed run draws what the uninterrupted one would have
+    assert all(seed < VAL_SEED_BASE for seed in first.prompts + second.prompts)
+    assert task.draw(3, held_out=True).prompts == [VAL_SEED_BASE, VAL_SEED_BASE + 1, VAL_SEED_BASE + 2]
+    game = task.environment()
+    messages = start_messages(game, seed=5)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    low_guess = "1" if game.secret > 1 else "2"
+    assert checked_step(game, "hmm")[1:3] == (-0.1, False)
+    assert checked_step(game, low_guess)[0].startswith("No, my number is")
+    assert checked_step(game, f"It is {game.secret}.")[1:] == (1.0, True, {"success": True})
+
+
+def test_conversation_scores_every_round(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    chat = Task("examples/conversation/env.py").environment()
+    start_messages(chat, seed=3)
+    totals = [chat.total + sum(chat.additions[:i + 1]) for i in range(3)]
+    assert checked_step(chat, str(totals[0]))[1:3] == (pytest.approx(1 / 3), False)
+    observation, reward, done, _ = checked_step(chat, "0")
+    assert reward == 0 and f"it is {totals[1]}" in observation and not done
+    assert checked_step(chat, str(totals[2]))[1:] == (pytest.approx(1 / 3), True, {"success": False})
+
+
+class Scripted:
+    """An environment returning whatever the case gives from step()."""
+
+    def __init__(self, result=None, first="start"):
+        self.result, self.first = result, first
+
+    def reset(self, seed):
+        if self.first is ZeroDivisionError:
+            raise ZeroDivisionError("division by zero")
+        return self.first
+
+    def step(self, action):
+        return self.result
+
+
+@pytest.mark.parametrize("result, message", [
+    ("just text", "returned str: it must return (observation, reward, done, info)"),
+    (("obs", 1.0, False), "returned tuple: it must return"),
+    ((None, 1.0, False, {}), "an observation of type NoneType"),
+    (("obs", float("nan"), False, {}), "returned the reward nan"),
+    (("obs", "1", False, {}), "returned the reward '1'"),
+    (("obs", 1.0, "yes", {}), "done must be True or False"),
+    (("obs", 1.0, True, None), "info a dict"),
+])
+def test_bad_environment_steps_are_one_line_errors(result, message):
+    with pytest.raises(KitError, match=re.escape(message)):
+        checked_step(Scripted(result), "guess")
+
+
+def test_bad_environment_resets_are_one_line_errors():
+    with pytest.raises(KitError, match=r"reset\(seed\) returned int: it must return the first observation"):
+        start_messages(Scripted(first=3), seed=0)
+    with pytest.raises(KitError, match=r"Scripted.reset\(0\) raised ZeroDivisionError: division by zero: fix"):
+        start_messages(Scripted(first=ZeroDivisionError), seed=0)
+
+
+def test_a_task_file_needs_get_batch_or_an_environment(tmp_path):
+    (tmp_path / "empty_env.py").write_text("X = 1\n")
+    with pytest.raises(KitError, match="defines neither get_batch"):
+        Task(str(tmp_path / "empty_env.py"))
+
+
+def test_verl_datasets_read_from_parquet_and_jsonl_alike(tmp_path):
+    for fmt in ("parquet", "jsonl"):
+        subprocess.run([sys.executable, "examples/dataset/make_data.py", "--format", fmt, "--out", str(tmp_path)],
+                       cwd=ROOT, check=True, capture_output=True)
+    parquet, jsonl = VerlDataset(tmp_path / "train.parquet"), VerlDataset(tmp_path / "train.jsonl")
+    assert len(parquet) == len(jsonl) == 2000
+    batch = parquet.batch([0, 5])
+    assert batch == jsonl.batch([0, 5])
+    assert batch["data_sources"] == ["openai/gsm8k"] * 2 and batch["prompts"][0][0]["role"] == "user"
+    assert batch["extra_infos"][1]["index"] == 5 and batch["ground_truths"][0].isdigit()
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: pandas.DataFrame({"prompt": ["q"], "reward_model": [{"ground_truth": "1"}]}).to_parquet(p),
+     "has no column\\(s\\) data_source"),
+    (lambda p: pandas.DataFrame({"data_source": [], "prompt": [], "reward_model": []}).to_parquet(p), "has no rows"),
+    (lambda p: pandas.DataFrame({"data_source": ["d"], "prompt": ["q"], "reward_model": [{"style": "rule"}]}).to_parquet(p),
+     "row 0 has no reward_model.ground_truth"),
+    (lambda p: p.write_bytes(b"PAR1 truncated"), "cannot be read"),
+])
+def test_bad_dataset_files_are_one_line_errors(tmp_path, write, message):
+    path = tmp_path / "data.parquet"
+    write(path)
+    with pytest.raises(KitError, match=message):
+        VerlDataset(path)
+
+
+def test_curriculum_moves_up_and_resumes_at_its_level(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    task = Task("examples/curriculum/env.py")
+    assert all(int(a) < 10 for a in task.draw(4).prompts[0].rsplit("\n", 1)[1].rstrip(" =").split(" + "))
+    levels = [task.on_step({"train/accuracy": 0.9})["curriculum/level"] for _ in range(5)]
+    assert levels == [1, 1, 1, 1, 2]
+    state = task.state_dict()
+    task.on_step({"train/accuracy": 1.0})
+    task.load_state_dict(state)
+    assert task.on_step({"train/accuracy": 0.0}) == {"curriculum/level": 2}
+    problem = task.draw(1).prompts[0].rsplit("\n", 1)[1]
+    assert all(10 <= int(a) < 100 for a in problem.rstrip(" =").split(" + "))
