@@ -10,6 +10,7 @@ turn is an action and the environment's observation comes back as the next user 
 tokens are kept exactly as sampled and are the only ones trained (kit/conversation.py).
 """
 
+import importlib.util
 from functools import partial
 
 import numpy as np
@@ -32,8 +33,14 @@ def check_engine(cfg):
     engine = cfg.inference.engine
     if engine not in ENGINES:
         raise KitError(f"inference.engine '{engine}' is unknown: choose one of {', '.join(ENGINES)}")
-    if engine != "hf":
-        raise KitError(f"inference.engine '{engine}' is not available in this version of the kit yet: use inference.engine=hf")
+    if engine == "hf":
+        return
+    if importlib.util.find_spec(engine) is None:
+        raise KitError(f"inference.engine '{engine}' needs {engine}, which is not installed: pip install -e '.[{engine}]' "
+                       f"(the version verl 0.9.1 pins), or use inference.engine=hf")
+    if cfg.num_gpus == 0 or torch.cuda.device_count() == 0:
+        raise KitError(f"inference.engine '{engine}' runs on GPUs only and none is in use: use inference.engine=hf on the CPU")
+    raise KitError(f"inference.engine '{engine}' is not available in this version of the kit yet: use inference.engine=hf")
 
 
 def load_tools(cfg, tokenizer) -> ToolBox | None:
