@@ -104,18 +104,20 @@ def new_episode(tokenizer, prompt, tools: list | None = None, env=None) -> Episo
 
 
 def episode_metrics(batch: DataProto) -> dict:
-    """Turns (and tool use) per episode, in multi-turn mode."""
-    if "turns" not in batch.non_tensor_batch:
+    """Turns per episode in multi-turn mode, and tool use when tools answered (an environment's episodes
+    have no tool figures: their reward is the score)."""
+    stats = batch.non_tensor_batch
+    if "turns" not in stats:
         return {}
-    if "tool_calls" not in batch.non_tensor_batch:  # an environment's episodes: their reward is the score
-        return {"episode/turns": float(batch.non_tensor_batch["turns"].astype(float).mean())}
-    stats = {key: batch.non_tensor_batch[key].astype(float) for key in ("turns", "tool_calls", "tool_errors")}
-    return {
-        "episode/turns": float(stats["turns"].mean()),
-        "episode/tool_calls": float(stats["tool_calls"].mean()),
-        "episode/tool_errors": float(stats["tool_errors"].mean()),
-        "episode/well_formed_call_share": float((stats["tool_calls"] > stats["tool_errors"]).mean()),
-    }
+    metrics = {"episode/turns": float(stats["turns"].astype(float).mean())}
+    if "tool_calls" in stats:
+        calls, errors = stats["tool_calls"].astype(float), stats["tool_errors"].astype(float)
+        metrics.update({
+            "episode/tool_calls": float(calls.mean()),
+            "episode/tool_errors": float(errors.mean()),
+            "episode/well_formed_call_share": float((calls > errors).mean()),
+        })
+    return metrics
 
 
 def generate_turn(workers, tokenizer, contexts: list[list[int]], cfg, seed: int, greedy: bool, max_new_tokens: int):

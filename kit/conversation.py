@@ -81,7 +81,7 @@ def environment_reply(episode: Episode, ids: list[int], text: str) -> list[dict]
     return None if done else [{"role": "user", "content": observation}]
 
 
-def message_ids(tokenizer, messages: list | None, new_messages: list[dict], closed: bool = True) -> list[int]:
+def message_ids(tokenizer, messages: list | None, new_messages: list[dict], closed: bool) -> list[int]:
     """Tokens for new messages after the model's last turn, up to the next assistant header.
 
     The chat template renders the conversation before and after the new messages; what it adds is their

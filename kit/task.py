@@ -29,7 +29,6 @@ class Problems:
 
 class Task:
     def __init__(self, path: str):
-        self.path = path
         self.module = _import(path)
         self.environment = getattr(self.module, "Environment", None)  # a class: reset(seed), step(action)
         if self.environment is None and not callable(getattr(self.module, "get_batch", None)):
