@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoTokenizer
 from verl.trainer.ppo.core_algos import get_kl_controller
 from verl.trainer.ppo.metric_utils import compute_data_metrics
 from verl.trainer.ppo.ray_trainer import apply_kl_penalty, compute_advantage
+from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
 
 import inference
 import training
@@ -43,6 +44,7 @@ class Run:
     tokenizer: object
     reward: RewardScorer
     workers: training.Workers
+    engine: object  # the rollout engine (inference.start_engine): the actor workers for hf, verl's servers for vllm/sglang
     kl_ctrl: object  # verl's FixedKLController / AdaptiveKLController: the KL-in-reward coefficient
     tools: object  # tools.yaml's tools in multi-turn mode (kit/tools.ToolBox), else None
 
@@ -72,8 +74,9 @@ def main(overrides: list[str]):
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     task, tools = Task(cfg.env), inference.load_tools(cfg, tokenizer)
-    run = Run(cfg, verl_cfg, task, tokenizer, RewardScorer(verl_cfg, tokenizer),
-              training.start_workers(cfg, verl_cfg), get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
+    workers = training.start_workers(cfg, verl_cfg)
+    run = Run(cfg, verl_cfg, task, tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
+              inference.start_engine(cfg, verl_cfg, workers), get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
     if resume_from:
         resume(run, resume_from, state)
     if not task.has_validation:
@@ -112,6 +115,9 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
         batch = batch.union(training.compute_log_probs(run.workers, batch, cfg))  # old_log_probs, entropys
         if cfg.algorithm.policy_loss == "bypass_mode":  # the loss corrects against the sampler's own log-probs
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
+        else:  # engine vs trainer log-probs: verl's rollout_corr/ metrics, and importance weights if rollout_is
+            batch, correction = compute_rollout_correction_and_add_to_batch(batch, run.verl_cfg.algorithm.rollout_correction)
+            metrics.update(correction)
         if training.needs_reference(cfg):
             batch = batch.union(training.compute_ref_log_probs(run.workers, batch, cfg))  # ref_log_prob
         if training.needs_critic(cfg):
@@ -138,6 +144,7 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
         "train/reward_mean": scores.sum(-1).mean().item(),
         "train/accuracy": float(np.mean(accuracy)),
         "train/entropy": batch.batch["entropys"][mask].mean().item(),
+        "train/sampled_tokens": int(mask.sum()),  # the model's own response tokens this step
         **metrics,
         **inference.episode_metrics(batch),  # multi-turn: turns and tool calls per episode
         **compute_data_metrics(batch, use_critic=training.needs_critic(cfg)),  # response_length/*, advantages, ...
@@ -146,8 +153,9 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
 
 def rollout(run: Run, problems: Problems, n: int, seed: int, greedy: bool = False):
     """n responses (episodes) per problem, grouped by problem: a DataProto of B*n rows."""
-    return inference.generate(run.workers.actor, run.tokenizer, problems.prompts, run.cfg, n=n, seed=seed, greedy=greedy,
-                              tools=run.tools, environment=run.task.environment)
+    with inference.serving(run.engine):  # vllm/sglang: the actor's latest weights in, awake; asleep again after
+        return inference.generate(run.engine, run.tokenizer, problems.prompts, run.cfg, n=n, seed=seed, greedy=greedy,
+                                  tools=run.tools, environment=run.task.environment)
 
 
 def score(run: Run, batch, problems: Problems, n: int) -> tuple[torch.Tensor, list[float]]:

@@ -2,7 +2,9 @@
 
 Engine `hf` (the default) generates inside verl's actor workers with Hugging Face `generate` on the
 FSDP-sharded actor weights (kit/worker.py): it always samples the current policy and needs no second copy
-of the model. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
+of the model. Engines `vllm` and `sglang` are verl's inference servers on the same GPUs, given the actor's
+weights before each rollout and put to sleep after it (kit/server_engine.py). All three take the same
+requests and return the same layout. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
 
 With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/tools.py)
 and their results come back as tool messages until it stops calling. With an env.py Environment class each
@@ -11,6 +13,7 @@ tokens are kept exactly as sampled and are the only ones trained (kit/conversati
 """
 
 import importlib.util
+from contextlib import nullcontext
 from functools import partial
 
 import numpy as np
@@ -18,10 +21,12 @@ import torch
 from tensordict import TensorDict
 from verl import DataProto
 from verl.utils import tensordict_utils as tu
+from verl.workers.rollout.replica import get_rollout_replica_class
 
 from kit.batching import micro_batch_size
 from kit.conversation import ENVIRONMENT_KEYS, TOOL_KEYS, Episode, assemble, environment_reply, tool_reply
 from kit.errors import KitError
+from kit.server_engine import ServerEngine
 from kit.task import start_messages
 from kit.tools import ToolBox
 
@@ -40,7 +45,26 @@ def check_engine(cfg):
                        f"(the version verl 0.9.1 pins), or use inference.engine=hf")
     if cfg.num_gpus == 0 or torch.cuda.device_count() == 0:
         raise KitError(f"inference.engine '{engine}' runs on GPUs only and none is in use: use inference.engine=hf on the CPU")
-    raise KitError(f"inference.engine '{engine}' is not available in this version of the kit yet: use inference.engine=hf")
+    try:  # verl's server for the engine imports the engine's internals: a wrong version fails here
+        get_rollout_replica_class(engine)
+    except Exception as exc:
+        raise KitError(f"inference.engine '{engine}': verl 0.9.1 could not load its {engine} server ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}): install the versions it pins with "
+                       f"pip install -e '.[{engine}]'") from None
+
+
+def start_engine(cfg, verl_cfg, workers):
+    """hf samples inside the actor workers themselves; vllm and sglang are verl's inference servers, started on
+    the same GPUs (kit/server_engine.py). Either one generates with `generate(engine, ...)` below."""
+    if cfg.inference.engine == "hf":
+        return workers.actor
+    return ServerEngine(verl_cfg, workers.actor)
+
+
+def serving(engine):
+    """vllm/sglang: copy the actor's current weights into the servers and wake them, and put them back to sleep
+    when the rollout is done, to free the GPU for training. The hf engine is the actor: nothing to do."""
+    return engine.awake() if isinstance(engine, ServerEngine) else nullcontext()
 
 
 def load_tools(cfg, tokenizer) -> ToolBox | None:
@@ -51,26 +75,26 @@ def load_tools(cfg, tokenizer) -> ToolBox | None:
                    max_calls=cfg.inference.max_calls_per_turn)
 
 
-def generate(workers, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False, tools=None,
+def generate(engine, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False, tools=None,
              environment=None) -> DataProto:
-    """Sample n responses for each prompt (greedy for validation) on the actor workers; in multi-turn mode
+    """Sample n responses for each prompt (greedy for validation) with the engine; in multi-turn mode
     whole conversations with tool calls. With an env.py Environment class, `prompts` are start states (the
     seeds reset() takes) and each gets n episodes."""
     if environment is not None:
         episodes = [new_episode(tokenizer, start_messages(env, seed=start), env=env)
                     for start in prompts for env in (environment() for _ in range(n))]
-        return converse(workers, tokenizer, episodes, cfg, seed, greedy, respond=environment_reply, keys=ENVIRONMENT_KEYS)
+        return converse(engine, tokenizer, episodes, cfg, seed, greedy, respond=environment_reply, keys=ENVIRONMENT_KEYS)
     if cfg.inference.multi_turn:
         episodes = [new_episode(tokenizer, prompt, tools=tools.schemas if tools else None)
                     for prompt in prompts for _ in range(n)]
-        return converse(workers, tokenizer, episodes, cfg, seed, greedy, respond=partial(tool_reply, tools), keys=TOOL_KEYS)
+        return converse(engine, tokenizer, episodes, cfg, seed, greedy, respond=partial(tool_reply, tools), keys=TOOL_KEYS)
     prompt_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts for _ in range(n)]
     check_prompt_length(prompt_ids, cfg)
-    return DataProto.from_tensordict(generate_turn(workers, tokenizer, prompt_ids, cfg, seed, greedy,
+    return DataProto.from_tensordict(generate_turn(engine, tokenizer, prompt_ids, cfg, seed, greedy,
                                                    max_new_tokens=cfg.inference.max_response_length))
 
 
-def converse(workers, tokenizer, episodes: list[Episode], cfg, seed: int, greedy: bool, respond, keys: tuple) -> DataProto:
+def converse(engine, tokenizer, episodes: list[Episode], cfg, seed: int, greedy: bool, respond, keys: tuple) -> DataProto:
     """The model writes a turn; respond(episode, ids, text) answers it (tool results, the environment's next
     observation) or ends the episode; again, until inference.max_turns turns or max_response_length tokens in
     all (the model's and the replies'; only the model's are trained). The episodes' `keys` join the batch."""
@@ -81,7 +105,7 @@ def converse(workers, tokenizer, episodes: list[Episode], cfg, seed: int, greedy
         if not active:
             break
         budget = min(max(limit - len(e.response_ids) for e in active), cfg.inference.max_tokens_per_turn or limit)
-        rollout = generate_turn(workers, tokenizer, [e.context for e in active], cfg, seed + 7919 * turn, greedy, budget)
+        rollout = generate_turn(engine, tokenizer, [e.context for e in active], cfg, seed + 7919 * turn, greedy, budget)
         for row, episode in enumerate(active):
             length = min(int(rollout["response_mask"][row].sum()), limit - len(episode.response_ids))  # up to eos
             ids = rollout["responses"][row, :length].tolist()
@@ -120,9 +144,9 @@ def episode_metrics(batch: DataProto) -> dict:
     return metrics
 
 
-def generate_turn(workers, tokenizer, contexts: list[list[int]], cfg, seed: int, greedy: bool, max_new_tokens: int):
-    """One turn for every context on the workers: verl's rollout layout (B, ...) as a TensorDict."""
-    spare = -len(contexts) % workers.world_size  # every worker takes the same number of rows
+def generate_turn(engine, tokenizer, contexts: list[list[int]], cfg, seed: int, greedy: bool, max_new_tokens: int):
+    """One turn for every context: verl's rollout layout (B, ...) as a TensorDict."""
+    spare = -len(contexts) % engine.world_size  # every worker takes the same number of rows
     input_ids, attention_mask = left_pad(contexts + contexts[:1] * spare, tokenizer.pad_token_id)  # (B, P)
     request = TensorDict({"input_ids": input_ids, "attention_mask": attention_mask}, batch_size=len(input_ids))
     tu.assign_non_tensor(
@@ -131,10 +155,10 @@ def generate_turn(workers, tokenizer, contexts: list[list[int]], cfg, seed: int,
         top_p=1.0 if greedy else cfg.inference.top_p,
         max_new_tokens=max_new_tokens,
         seed=seed, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id,
-        micro_batch_size_per_gpu=micro_batch_size(len(input_ids) // workers.world_size,
+        micro_batch_size_per_gpu=micro_batch_size(len(input_ids) // engine.world_size,
                                                   cfg.training.actor.batch_size_per_gpu),
     )
-    return workers.generate(request)[:len(contexts)]
+    return engine.generate(request)[:len(contexts)]
 
 
 def encode_prompt(tokenizer, prompt, tools: list | None = None) -> list[int]:

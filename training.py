@@ -29,7 +29,7 @@ from kit.worker import CriticWorker, KitWorker
 
 @dataclass
 class Workers:
-    actor: RayWorkerGroup  # actor (+ reference) on every worker; also generates (inference.py)
+    actor: RayWorkerGroup  # actor (+ reference) on every worker; the hf engine generates in it (inference.py)
     critic: RayWorkerGroup | None  # value model in the same processes, for GAE; None otherwise
 
 
@@ -40,8 +40,7 @@ def start_workers(cfg, verl_cfg) -> Workers:
         if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // cfg.num_workers)))
         ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False)
-    role = "actor_ref" if needs_reference(cfg) else "actor"
-    roles = {"actor": RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=role)}
+    roles = {"actor": RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=actor_role(cfg))}
     if needs_critic(cfg):
         critic_cfg = omega_conf_to_dataclass(verl_cfg.critic)
         roles["critic"] = RayClassWithInitArgs(ray.remote(CriticWorker), config=TrainingWorkerConfig(
@@ -56,6 +55,13 @@ def start_workers(cfg, verl_cfg) -> Workers:
         groups["critic"].reset()  # builds the value model, its optimizer and LR schedule
         groups["critic"].set_loss_fn(partial(value_loss, config=critic_cfg))
     return Workers(actor=groups["actor"], critic=groups.get("critic"))
+
+
+def actor_role(cfg) -> str:
+    """verl's role for the actor workers: the actor, with verl's server adapter when vllm/sglang generate on
+    the same GPUs, and with the frozen reference model when a KL term needs it."""
+    role = "actor" if cfg.inference.engine == "hf" else "actor_rollout"
+    return role + "_ref" if needs_reference(cfg) else role
 
 
 def needs_critic(cfg) -> bool:

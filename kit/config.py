@@ -10,7 +10,8 @@ from kit.errors import KitError
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
                  "keep_last_n", "inference.max_response_length", "training.actor.batch_size_per_gpu",
-                 "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn")
+                 "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn",
+                 "inference.tensor_parallel_size", "inference.max_num_batched_tokens")
 # Keys whose default is null: any type passes the override check, so their values are checked here.
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
 
@@ -141,6 +142,12 @@ def _check_values(cfg: DictConfig):
                        f"batch_size={cfg.batch_size}, got {mini!r}")
     if cfg.inference.tool_timeout <= 0:
         raise KitError(f"config key 'inference.tool_timeout' must be > 0 seconds, got {cfg.inference.tool_timeout}")
+    if not 0 < cfg.inference.gpu_memory_utilization <= 1:
+        raise KitError(f"config key 'inference.gpu_memory_utilization' must be in (0, 1], got {cfg.inference.gpu_memory_utilization}")
+    _check_choice(cfg, "inference.dtype", ("bfloat16", "float16"))
+    _check_choice(cfg, "algorithm.rollout_is", (None, "token", "sequence"))
+    if cfg.algorithm.rollout_is_threshold <= 0:
+        raise KitError(f"config key 'algorithm.rollout_is_threshold' must be > 0, got {cfg.algorithm.rollout_is_threshold}")
     if cfg.training.actor.lr_schedule not in ("constant", "cosine"):
         raise KitError(f"config key 'training.actor.lr_schedule' must be constant or cosine, got {cfg.training.actor.lr_schedule!r}")
     if cfg.resume is False:  # YAML reads a bare `off` as false
@@ -150,6 +157,13 @@ def _check_values(cfg: DictConfig):
         raise KitError(f"config key 'resume' must be auto, off or a checkpoint folder; {resume!r} is none of them")
 
 
+def _check_choice(cfg: DictConfig, key: str, choices: tuple):
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        names = ", ".join("null" if choice is None else choice for choice in choices)
+        raise KitError(f"config key '{key}' must be one of {names}; got {value!r}")
+
+
 def resolve_hardware(cfg: DictConfig, visible_gpus: int):
     """Fix num_gpus ('auto' = all visible) and num_workers (one per GPU, or num_cpu_workers on CPU)."""
     if cfg.num_gpus == "auto":
@@ -157,6 +171,10 @@ def resolve_hardware(cfg: DictConfig, visible_gpus: int):
     if cfg.num_gpus > visible_gpus:
         raise KitError(f"num_gpus={cfg.num_gpus} but {visible_gpus} GPU(s) are visible: lower num_gpus or use num_gpus=auto")
     cfg.num_workers = cfg.num_gpus or cfg.num_cpu_workers
+    tensor_parallel = cfg.inference.tensor_parallel_size
+    if cfg.inference.engine != "hf" and cfg.num_gpus % tensor_parallel:
+        raise KitError(f"inference.tensor_parallel_size={tensor_parallel} must divide num_gpus={cfg.num_gpus}: "
+                       "each engine replica takes that many of the GPUs")
     rollouts = (cfg.training.actor.mini_batch_size or cfg.batch_size) * cfg.n_generations
     if rollouts % cfg.num_workers or cfg.val_size % cfg.num_workers:
         raise KitError(

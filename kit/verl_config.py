@@ -10,6 +10,8 @@ import verl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kit.server_engine import AGENT_LOOP, AGENT_LOOP_CONFIG
+
 VERL_CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
 
 
@@ -68,13 +70,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "actor_rollout_ref.actor.fsdp_config.seed": cfg.seed,
         "actor_rollout_ref.ref.fsdp_config.mixed_precision": precision,
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": micro,
-        # The kit's own hf engine generates inside the actor worker; verl only reads this name for
-        # its server rollouts (vllm, sglang), which the kit does not start for the hf engine.
-        "actor_rollout_ref.rollout.name": cfg.inference.engine,
-        "actor_rollout_ref.rollout.n": cfg.n_generations,
-        "actor_rollout_ref.rollout.temperature": cfg.inference.temperature,
-        "actor_rollout_ref.rollout.top_p": cfg.inference.top_p,
-        "actor_rollout_ref.rollout.response_length": cfg.inference.max_response_length,
+        **{f"actor_rollout_ref.rollout.{key}": value for key, value in rollout_overrides(cfg).items()},
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": micro,
         **{f"critic.model.{key}": value for key, value in model.items()},
         "critic.model.path": critic.model_path or model_dir,
@@ -97,12 +93,41 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         **{f"algorithm.kl_ctrl.{key}": value for key, value in algo.kl_ctrl.items()},
         "algorithm.gdpo_reward_keys": algo.gdpo_reward_keys,
         "algorithm.gdpo_reward_weights": algo.gdpo_reward_weights,
+        "algorithm.rollout_correction.rollout_is": algo.rollout_is,
+        "algorithm.rollout_correction.rollout_is_threshold": algo.rollout_is_threshold,
         "reward.custom_reward_function.path": str(Path(cfg.reward_model.custom_reward_function.path).resolve()),
         "reward.custom_reward_function.name": cfg.reward_model.custom_reward_function.name,
         "trainer.project_name": cfg.project_name,
         "trainer.experiment_name": cfg.experiment_name,
         "trainer.logger": list(cfg.logger),
     }
+
+
+def rollout_overrides(cfg: DictConfig) -> dict:
+    """verl's rollout config. Only the vllm/sglang engines start verl's servers (kit/server_engine.py); the hf
+    engine generates inside the actor workers and reads none of it."""
+    inference = cfg.inference
+    overrides = {
+        "name": inference.engine,
+        "n": cfg.n_generations,
+        "temperature": inference.temperature,
+        "top_p": inference.top_p,
+        # The servers' context (max_model_len) is prompt_length + response_length: the model's own.
+        "prompt_length": max(cfg.model_context - inference.max_response_length, 1),  # too long: inference.py says so
+        "response_length": inference.max_response_length,
+        "calculate_log_probs": True,  # the engine's own log-probs: rollout_log_probs, for rollout correction
+        "gpu_memory_utilization": inference.gpu_memory_utilization,
+        "tensor_model_parallel_size": inference.tensor_parallel_size,
+        "max_num_batched_tokens": inference.max_num_batched_tokens,
+        "free_cache_engine": inference.free_cache_engine,
+        "dtype": inference.dtype,
+        "enforce_eager": inference.enforce_eager,
+        "agent.agent_loop_config_path": AGENT_LOOP_CONFIG,
+        "agent.default_agent_loop": AGENT_LOOP,
+    }
+    if cfg.num_gpus:  # verl places one server replica per tensor_model_parallel_size GPUs of a node
+        overrides["n_gpus_per_node"] = cfg.num_gpus
+    return overrides
 
 
 # Policy-loss keys of the kit's `algorithm` section that verl reads from actor.policy_loss.

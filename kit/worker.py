@@ -33,10 +33,10 @@ def _prepare_process():
 class KitWorker(ActorRolloutRefWorker):
     def __init__(self, config, role: str):
         _prepare_process()
-        # verl builds the reference model only with the rollout too ("actor_rollout_ref"), and its rollout
-        # is a vLLM/SGLang server. The kit wants actor + ref without it: init_model keys on substrings of
-        # the role, so an "actor_ref" role builds exactly those two.
-        super().__init__(config, role="actor")
+        # verl's roles: actor, actor_rollout (+ the vllm/sglang server adapter), actor_rollout_ref (+ the
+        # reference model). verl rejects "actor_ref", which the hf engine with a KL term needs; init_model
+        # keys on substrings of the role, so that one starts as "actor" and builds exactly actor + ref.
+        super().__init__(config, role="actor" if role == "actor_ref" else role)
         self.role = role
         self._is_ref = "ref" in role
 

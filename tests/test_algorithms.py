@@ -68,6 +68,13 @@ def test_kl_in_reward_and_loss_with_an_adaptive_controller(workers, tiny_model_d
     assert "actor/kl_loss" in metrics
 
 
+def test_rollout_correction_weights_the_update(workers, tiny_model_dir, tmp_path):
+    metrics = one_step(workers, tiny_model_dir, tmp_path, "algorithm.rollout_is=token")  # verl's truncated IS weights
+    assert_actor_updated(metrics)
+    # The hf engine samples with the trainer's own weights (fp32 on the CPU): its log-probs are the trainer's.
+    assert metrics["rollout_corr/log_ppl_abs_diff"] < 1e-4
+
+
 def test_critic_warmup_leaves_the_actor_alone(workers, tiny_model_dir, tmp_path):
     metrics = one_step(workers, tiny_model_dir, tmp_path, "algorithm.advantage_estimator=gae", "training.critic.warmup_steps=1")
     assert "critic/vf_loss" in metrics and "actor/pg_loss" not in metrics

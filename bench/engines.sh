@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The default task for 20 steps with each engine named, one after the other on the same GPU, in
+# /tmp/runs/engines/<engine>/. A lent-GPU call lasts at most 10 minutes, so the runs go on in the background
+# and each call waits up to $1 seconds, then copies metrics and logs to $OUT: call again to follow them.
+# Use: source bench/gpu_setup.sh; bash bench/engines.sh 540 vllm hf     (table: bench/engine_table.py)
+wait_s=$1; shift
+root=/tmp/runs/engines; mkdir -p $root
+if [ ! -f $root/status ]; then
+  echo "started $*" > $root/status
+  setsid nohup bash -c 'root=$0; for engine in "$@"; do
+      python algorithm.py inference.engine=$engine steps_per_epoch=20 val_every=0 save_every=0 resume=off \
+        output_dir=$root/$engine > $root/$engine.log 2>&1
+      echo "$engine rc=$?" >> $root/status; done; echo done >> $root/status' $root "$@" > /dev/null 2>&1 &
+fi
+end=$((SECONDS + wait_s))
+while [ $SECONDS -lt $end ] && ! grep -q '^done' $root/status; do sleep 5; done
+cat $root/status
+for log in $root/*.log; do
+  engine=$(basename $log .log); mkdir -p $OUT/$engine
+  cp $root/$engine/metrics.jsonl $OUT/$engine/ 2>/dev/null; tail -c 6000 $log > $OUT/$engine/log_tail.txt
+  echo "== $engine: $(grep -c train/reward_mean $root/$engine/metrics.jsonl 2>/dev/null) steps"; tail -c 400 $log
+done
+# Ray keeps the servers' and workers' own logs: their errors, for a run that failed
+grep -l -i -E "error|traceback" /tmp/ray/session_latest/logs/*.err 2>/dev/null | head -20 | xargs -r tail -n 60 > $OUT/ray_errors.txt 2>/dev/null
+true
