@@ -8,9 +8,10 @@ root=/tmp/runs/engines; mkdir -p $root
 if [ ! -f $root/status ]; then
   echo "started $*" > $root/status
   setsid nohup bash -c 'root=$0; for engine in "$@"; do
+      nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > $root/$engine.mem & sampler=$!
       python algorithm.py inference.engine=$engine steps_per_epoch=20 val_every=0 save_every=0 resume=off \
         output_dir=$root/$engine > $root/$engine.log 2>&1
-      echo "$engine rc=$?" >> $root/status; done; echo done >> $root/status' $root "$@" > /dev/null 2>&1 &
+      echo "$engine rc=$?" >> $root/status; kill $sampler; done; echo done >> $root/status' $root "$@" > /dev/null 2>&1 &
 fi
 end=$((SECONDS + wait_s))
 while [ $SECONDS -lt $end ] && ! grep -q '^done' $root/status; do sleep 5; done
@@ -19,6 +20,9 @@ for log in $root/*.log; do
   engine=$(basename $log .log); mkdir -p $OUT/$engine
   cp $root/$engine/metrics.jsonl $OUT/$engine/ 2>/dev/null; tail -c 6000 $log > $OUT/$engine/log_tail.txt
   echo "== $engine: $(grep -c train/reward_mean $root/$engine/metrics.jsonl 2>/dev/null) steps"; tail -c 400 $log
+  # GPU memory in use, sampled every 0.25 s: the engine's sleep shows as the drop between rollouts
+  python3 -c "import sys; m=[int(x) for x in open(sys.argv[1]) if x.strip().isdigit()]; print('GPU MiB in use: max', max(m), 'p10', sorted(m)[len(m)//10], 'samples', len(m))" $root/$engine.mem
+  cp $root/$engine.mem $OUT/$engine/
 done
 # Ray keeps the servers' and workers' own logs: their errors, for a run that failed
 grep -l -i -E "error|traceback" /tmp/ray/session_latest/logs/*.err 2>/dev/null | head -20 | xargs -r tail -n 60 > $OUT/ray_errors.txt 2>/dev/null
