@@ -37,9 +37,7 @@ class RewardScorer:
         batch.non_tensor_batch["data_source"] = np.array(rows.data_sources, dtype=object)
         batch.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gt} for gt in rows.ground_truths], dtype=object)
         batch.non_tensor_batch["extra_info"] = np.array(rows.extra_infos, dtype=object)
-        results = self.manager.loop.run_until_complete(
-            asyncio.gather(*(self._score_one(batch[i:i + 1]) for i in range(len(batch))))
-        )
+        results = self.manager.loop.run_until_complete(self._score_all(batch))
         extras = [result["reward_extra_info"] for result in results]
         for key in set.intersection(*(set(extra) for extra in extras)):
             batch.non_tensor_batch[key] = np.array([extra[key] for extra in extras], dtype=object)
@@ -58,6 +56,10 @@ class RewardScorer:
         places scores, and each episode's success."""
         rewards = batch.non_tensor_batch["env_reward"].astype(float).tolist()
         return self.manager.assemble_rm_scores(batch, rewards), batch.non_tensor_batch["env_success"].astype(float).tolist()
+
+    async def _score_all(self, batch) -> list[dict]:
+        # gathered inside the loop: outside it, asyncio asks for a current loop, which verl's servers unset
+        return await asyncio.gather(*(self._score_one(batch[i:i + 1]) for i in range(len(batch))))
 
     async def _score_one(self, item: DataProto) -> dict:
         try:

@@ -162,3 +162,28 @@ def test_default_task_splits_and_reward():
     assert my_reward.compute_score(env.DATA_SOURCE, " 132\n45 + 17 = 62", "132") == 1.0
     assert my_reward.compute_score(env.DATA_SOURCE, " 122\n132", "132") == 0.0  # the first integer is graded
     assert my_reward.compute_score(env.DATA_SOURCE, " I don't know", "132") == 0.0
+
+
+def test_rewards_score_with_no_current_event_loop(tiny_model_dir, tiny_tokenizer):
+    """verl's server managers (vllm/sglang engines) leave the main thread without a current asyncio loop;
+    scoring must still work (it failed on the GPU before the gather moved inside the loop)."""
+    import asyncio
+
+    from conftest import configured
+    from verl import DataProto
+
+    from kit.rewards import RewardScorer
+    from kit.task import Problems
+    from kit.worker import rollout_fields
+
+    cfg, verl_cfg = configured(tiny_model_dir, "model_path=embedded:tiny")
+    scorer = RewardScorer(verl_cfg, tiny_tokenizer)
+    prompt = torch.tensor([tiny_tokenizer("What is 2 + 3?")["input_ids"]] * 2)
+    answers = [tiny_tokenizer(text)["input_ids"] + [tiny_tokenizer.eos_token_id] for text in (" 5", " 7")]
+    width = max(len(ids) for ids in answers)
+    output = torch.cat([prompt, torch.tensor([ids + [tiny_tokenizer.pad_token_id] * (width - len(ids)) for ids in answers])], 1)
+    batch = DataProto.from_tensordict(rollout_fields(prompt, torch.ones_like(prompt), output, width,
+                                                     tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id))
+    asyncio.set_event_loop(None)
+    scores, accuracy = scorer.score(batch, Problems(["What is 2 + 3?"] * 2, ["5", "5"], ["arithmetic"] * 2, [{}, {}]))
+    assert accuracy == [1.0, 0.0] and scores.sum(-1).tolist() == [1.0, 0.0]
