@@ -73,10 +73,10 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
-    task, tools = Task(cfg.env), inference.load_tools(cfg, tokenizer)
-    workers = training.start_workers(cfg, verl_cfg)
-    run = Run(cfg, verl_cfg, task, tokenizer, RewardScorer(verl_cfg, tokenizer), workers,
-              inference.start_engine(cfg, verl_cfg, workers), get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
+    task, tools, reward = Task(cfg.env), inference.load_tools(cfg, tokenizer), RewardScorer(verl_cfg, tokenizer)
+    workers = training.start_workers(cfg, verl_cfg)  # last: every mistake above is found before a worker starts
+    run = Run(cfg, verl_cfg, task, tokenizer, reward, workers, inference.start_engine(cfg, verl_cfg, workers),
+              get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
     if resume_from:
         resume(run, resume_from, state)
     if not task.has_validation:
