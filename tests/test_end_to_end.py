@@ -6,6 +6,7 @@ import sys
 
 import pandas
 import pytest
+import ray
 from conftest import ROOT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,6 +72,7 @@ def test_bad_setup_is_one_line_before_any_worker_starts(tmp_path, monkeypatch, c
     assert stop.value.code == 2
     stderr = capsys.readouterr().err
     assert message in stderr and stderr.strip().splitlines()[-1].startswith("verl-kit: error: ")
+    assert not ray.is_initialized()  # found before any worker started
 
 
 @pytest.mark.parametrize("name, message", [
