@@ -14,13 +14,13 @@ from typing import Any
 from uuid import uuid4
 
 import numpy as np
-import torch
 from tensordict import TensorDict
 from verl import DataProto
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
-from verl.utils.model import compute_position_id_with_mask
+
+from kit.batching import rollout_layout
 
 # verl's agent-loop workers load their loops from this file (rollout.agent.agent_loop_config_path).
 AGENT_LOOP_CONFIG = str(Path(__file__).with_name("agent_loops.yaml"))
@@ -89,19 +89,9 @@ def kit_layout(batch: TensorDict, max_new_tokens: int) -> TensorDict:
     prompts = batch["prompts"][:, padded_width - width:]  # (B, P)
     responses = batch["responses"][:, :max_new_tokens]  # (B, R)
     response_mask = batch["response_mask"][:, :max_new_tokens]  # (B, R): the generated tokens, eos included
-    attention_mask = torch.cat([prompt_mask[:, padded_width - width:], response_mask], dim=1)  # (B, P + R)
-    return TensorDict(
-        {
-            "prompts": prompts,
-            "responses": responses,
-            "input_ids": torch.cat([prompts, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": compute_position_id_with_mask(attention_mask),
-            "response_mask": response_mask,
-            "rollout_log_probs": batch["rollout_log_probs"][:, :max_new_tokens].float(),  # (B, R), from the engine
-        },
-        batch_size=batch.batch_size[0],
-    )
+    rollout = rollout_layout(prompts, prompt_mask[:, padded_width - width:], responses, response_mask)
+    rollout["rollout_log_probs"] = batch["rollout_log_probs"][:, :max_new_tokens].float()  # (B, R), the engine's
+    return rollout
 
 
 class TokenAgentLoop(AgentLoopBase):

@@ -16,12 +16,12 @@ from verl.single_controller.base.decorator import Dispatch, make_nd_compute_data
 from verl.utils import tensordict_utils as tu
 from verl.utils.device import get_device_name
 from verl.utils.fsdp_utils import get_fsdp_full_state_dict
-from verl.utils.model import compute_position_id_with_mask
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
 from kit import cpu_platform
+from kit.batching import rollout_layout
 
 
 def _prepare_process():
@@ -114,18 +114,7 @@ def rollout_fields(input_ids, prompt_mask, output, response_length, eos, pad) ->
     responses = output[:, input_ids.shape[1]:]
     responses = torch.nn.functional.pad(responses, (0, response_length - responses.shape[1]), value=pad)
     response_mask = get_response_mask(responses, eos_token=eos, dtype=prompt_mask.dtype)  # keeps the eos itself
-    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)  # (B, P + R)
-    return TensorDict(
-        {
-            "prompts": input_ids,
-            "responses": responses,
-            "input_ids": torch.cat([input_ids, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": compute_position_id_with_mask(attention_mask),
-            "response_mask": response_mask,
-        },
-        batch_size=input_ids.shape[0],
-    )
+    return rollout_layout(input_ids, prompt_mask, responses, response_mask)
 
 
 @contextmanager
