@@ -31,6 +31,12 @@ from kit.task import start_messages
 from kit.tools import ToolBox
 
 ENGINES = ("hf", "vllm", "sglang")
+INSTALL = {
+    "vllm": "pip install -e '.[vllm]' (the version verl 0.9.1 pins), or use inference.engine=hf",
+    # verl 0.9.1 pins transformers 5.9.0 (and excludes 5.6.0) for sglang 0.5.12, which pins 5.6.0
+    "sglang": "verl 0.9.1's pins for it conflict (transformers 5.9.0 against sglang 0.5.12's 5.6.0), so pip cannot "
+              "install it next to verl: use inference.engine=vllm or hf",
+}
 
 
 def check_engine(cfg):
@@ -41,16 +47,14 @@ def check_engine(cfg):
     if engine == "hf":
         return
     if importlib.util.find_spec(engine) is None:
-        raise KitError(f"inference.engine '{engine}' needs {engine}, which is not installed: pip install -e '.[{engine}]' "
-                       f"(the version verl 0.9.1 pins), or use inference.engine=hf")
+        raise KitError(f"inference.engine '{engine}' needs {engine}, which is not installed: {INSTALL[engine]}")
     if cfg.num_gpus == 0 or torch.cuda.device_count() == 0:
         raise KitError(f"inference.engine '{engine}' runs on GPUs only and none is in use: use inference.engine=hf on the CPU")
     try:  # verl's server for the engine imports the engine's internals: a wrong version fails here
         get_rollout_replica_class(engine)
     except Exception as exc:
         raise KitError(f"inference.engine '{engine}': verl 0.9.1 could not load its {engine} server ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}): install the versions it pins with "
-                       f"pip install -e '.[{engine}]'") from None
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}): {INSTALL[engine]}") from None
 
 
 def start_engine(cfg, verl_cfg, workers):

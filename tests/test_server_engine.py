@@ -107,5 +107,5 @@ def test_choosing_an_engine_that_cannot_load_gets_one_line(monkeypatch):
     cfg = kit_config("inference.engine=vllm", "num_gpus=1")
     monkeypatch.setattr(inference.importlib.util, "find_spec", lambda name: object())  # as if vllm were installed
     monkeypatch.setattr(inference.torch.cuda, "device_count", lambda: 1)  # and a GPU visible
-    with pytest.raises(KitError, match="verl 0.9.1 could not load its vllm server .*pip install -e '.\\[vllm\\]'"):
+    with pytest.raises(KitError, match="verl 0.9.1 could not load its vllm server .*: pip install -e '.\\[vllm\\]'"):
         inference.check_engine(cfg)

@@ -66,9 +66,11 @@ def test_encode_prompt_and_left_pad(tiny_tokenizer):
 
 def test_engine_choice_errors():
     inference.check_engine(kit_config())
-    for engine in ("vllm", "sglang"):  # neither is installed for the tests, and there is no GPU
-        with pytest.raises(KitError, match=f"needs {engine}, which is not installed: pip install -e '.\\[{engine}\\]'"):
-            inference.check_engine(kit_config(f"inference.engine={engine}"))
+    # neither is installed for the tests, and there is no GPU
+    with pytest.raises(KitError, match="needs vllm, which is not installed: pip install -e '.\\[vllm\\]'"):
+        inference.check_engine(kit_config("inference.engine=vllm"))
+    with pytest.raises(KitError, match="needs sglang, which is not installed: verl 0.9.1's pins for it conflict"):
+        inference.check_engine(kit_config("inference.engine=sglang"))
     with pytest.raises(KitError, match="unknown: choose one of hf, vllm, sglang"):
         inference.check_engine(kit_config("inference.engine=tgi"))
 
