@@ -122,8 +122,9 @@ def _check_values(cfg: DictConfig):
             raise KitError(f"config key '{key}' must be a positive integer, got {value!r}")
     if cfg.num_gpus != "auto" and (not isinstance(cfg.num_gpus, int) or cfg.num_gpus < 0):
         raise KitError(f"config key 'num_gpus' must be auto or an integer >= 0, got {cfg.num_gpus!r}")
-    if not 0 < cfg.inference.top_p <= 1:
-        raise KitError(f"config key 'inference.top_p' must be in (0, 1], got {cfg.inference.top_p}")
+    for key in ("inference.top_p", "inference.gpu_memory_utilization"):
+        if not 0 < OmegaConf.select(cfg, key) <= 1:
+            raise KitError(f"config key '{key}' must be in (0, 1], got {OmegaConf.select(cfg, key)}")
     if cfg.inference.temperature <= 0:
         raise KitError(f"config key 'inference.temperature' must be > 0 for training rollouts, got {cfg.inference.temperature}")
     for key in ("save_every", "val_every", "training.actor.lr_warmup_steps", "training.critic.warmup_steps"):
@@ -142,14 +143,11 @@ def _check_values(cfg: DictConfig):
                        f"batch_size={cfg.batch_size}, got {mini!r}")
     if cfg.inference.tool_timeout <= 0:
         raise KitError(f"config key 'inference.tool_timeout' must be > 0 seconds, got {cfg.inference.tool_timeout}")
-    if not 0 < cfg.inference.gpu_memory_utilization <= 1:
-        raise KitError(f"config key 'inference.gpu_memory_utilization' must be in (0, 1], got {cfg.inference.gpu_memory_utilization}")
     _check_choice(cfg, "inference.dtype", ("bfloat16", "float16"))
     _check_choice(cfg, "algorithm.rollout_is", (None, "token", "sequence"))
     if cfg.algorithm.rollout_is_threshold <= 0:
         raise KitError(f"config key 'algorithm.rollout_is_threshold' must be > 0, got {cfg.algorithm.rollout_is_threshold}")
-    if cfg.training.actor.lr_schedule not in ("constant", "cosine"):
-        raise KitError(f"config key 'training.actor.lr_schedule' must be constant or cosine, got {cfg.training.actor.lr_schedule!r}")
+    _check_choice(cfg, "training.actor.lr_schedule", ("constant", "cosine"))
     if cfg.resume is False:  # YAML reads a bare `off` as false
         cfg.resume = "off"
     resume = cfg.resume

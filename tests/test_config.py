@@ -64,7 +64,7 @@ def test_every_key_in_config_yaml_has_a_comment():
 
 @pytest.mark.parametrize("override, message", [
     ("training.actor.mini_batch_size=3", "positive divisor of batch_size=16"),
-    ("training.actor.lr_schedule=linear", "must be constant or cosine"),
+    ("training.actor.lr_schedule=linear", "'training.actor.lr_schedule' must be one of constant, cosine; got 'linear'"),
     ("resume=/no/such/checkpoint", "must be auto, off or a checkpoint folder"),
     ("algorithm.dro_beta=high", "must be a number or null"),
     ("keep_last_n=0", "must be a positive integer"),
