@@ -87,7 +87,8 @@ def main(overrides: list[str]):
         if state["step"] == 0:
             validate(run, log, step=0)
         for step in range(state["step"] + 1, total_steps + 1):
-            metrics = train_step(run, log, step)
+            with log.timer("step"):
+                metrics = train_step(run, log, step)
             log.log({**metrics, **run.task.on_step(metrics)}, step)  # env.py may adapt to the step (a curriculum)
             if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
                 validate(run, log, step)

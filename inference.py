@@ -1,8 +1,8 @@
 """inference.py: the rollout engine. Prompts in; n responses each out, as one verl DataProto.
 
-Engine `hf` (the default) generates inside verl's actor workers with Hugging Face `generate` on the
-FSDP-sharded actor weights (kit/worker.py): it always samples the current policy and needs no second copy
-of the model. Engines `vllm` and `sglang` are verl's inference servers on the same GPUs, given the actor's
+Engine `hf` (the default) generates inside verl's actor workers (kit/worker.py) with the kit's sampler
+(kit/sampler.py): a plain copy of the actor's model given its current weights before each rollout, a static
+KV cache, and on GPUs each decode step replayed as one CUDA graph. Engines `vllm` and `sglang` are verl's inference servers on the same GPUs, given the actor's
 weights before each rollout and put to sleep after it (kit/server_engine.py). All three take the same
 requests and return the same layout. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
 
@@ -23,7 +23,6 @@ from verl import DataProto
 from verl.utils import tensordict_utils as tu
 from verl.workers.rollout.replica import get_rollout_replica_class
 
-from kit.batching import micro_batch_size
 from kit.conversation import ENVIRONMENT_KEYS, TOOL_KEYS, Episode, assemble, environment_reply, tool_reply
 from kit.errors import KitError
 from kit.server_engine import ServerEngine
@@ -158,9 +157,7 @@ def generate_turn(engine, tokenizer, contexts: list[list[int]], cfg, seed: int, 
         temperature=0.0 if greedy else cfg.inference.temperature,
         top_p=1.0 if greedy else cfg.inference.top_p,
         max_new_tokens=max_new_tokens,
-        seed=seed, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id,
-        micro_batch_size_per_gpu=micro_batch_size(len(input_ids) // engine.world_size,
-                                                  cfg.training.actor.batch_size_per_gpu),
+        seed=seed, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id, cuda_graphs=cfg.inference.cuda_graphs,
     )
     return engine.generate(request)[:len(contexts)]
 

@@ -149,11 +149,15 @@ def _to_workers(batch: DataProto, workers, cfg, **meta):
 
 
 def _named_metrics(output, role: str) -> dict:
-    """verl's update metrics under role/ (mean over micro-batches and epochs), without its memory/MFU figures."""
+    """verl's update metrics under role/ (mean over micro-batches and epochs); its estimate of the update's model
+    FLOPs utilisation as perf/mfu/<role> and the worker's peak GPU memory as perf/max_memory_allocated_gb."""
     metrics = {}
     for key, value in tu.get(output, "metrics").items():
-        if key.startswith("perf/") or key == "mfu":
-            continue
-        values = value if isinstance(value, list) else [value]
-        metrics[f"{role}/{key.removeprefix(role + '/')}"] = float(torch.tensor([float(v) for v in values]).mean())
+        values = torch.tensor([float(v) for v in (value if isinstance(value, list) else [value])])
+        if key == "mfu":
+            metrics[f"perf/mfu/{role}"] = values.mean().item()
+        elif key == "perf/max_memory_allocated_gb":
+            metrics[key] = values.max().item()
+        elif not key.startswith("perf/"):
+            metrics[f"{role}/{key.removeprefix(role + '/')}"] = values.mean().item()
     return metrics

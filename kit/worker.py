@@ -1,16 +1,17 @@
 """The Ray workers the kit runs: verl's ActorRolloutRefWorker plus the kit's `hf` generation, and verl's
 TrainingWorker as the PPO critic.
 
-verl 0.9.1 has no usable HF rollout, so `generate` samples with Hugging Face `generate` on the FSDP-wrapped
-actor itself: always the current policy, no second copy of the weights, on CPU, one GPU or N GPUs.
+verl 0.9.1 has no usable HF rollout, so `generate` samples with the kit's sampler (kit/sampler.py): an
+unsharded copy of the actor's model in each worker, given the actor's current weights before every rollout,
+decoding with a static KV cache and CUDA graphs. On CPU, one GPU or N GPUs.
 """
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from tensordict import TensorDict
 from torch.distributed.fsdp import FSDPModule
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 from verl.utils import model as verl_model
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
 from verl.utils import tensordict_utils as tu
@@ -18,10 +19,10 @@ from verl.utils.device import get_device_name
 from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
-from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
 from kit import cpu_platform
 from kit.batching import rollout_layout
+from kit.sampler import Sampler
 
 
 def _prepare_process():
@@ -39,34 +40,34 @@ class KitWorker(ActorRolloutRefWorker):
         super().__init__(config, role="actor" if role == "actor_ref" else role)
         self.role = role
         self._is_ref = "ref" in role
+        self.sampler = None  # the hf engine's sampler, built at the first rollout
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def generate(self, prompts: TensorDict) -> TensorDict:
-        """Sample responses for left-padded prompts; return verl's padded rollout fields and log-probs."""
-        engine = self.actor.engine
+        """Sample responses for left-padded prompts; return verl's padded rollout fields and the sampler's log-probs."""
         meta = {key: tu.get(prompts, key) for key in ("temperature", "top_p", "max_new_tokens", "seed", "eos", "pad",
-                                                      "micro_batch_size_per_gpu")}
-        device = torch.device(get_device_name())
-        input_ids = prompts["input_ids"].to(device)  # (B, P)
-        prompt_mask = prompts["attention_mask"].to(device)  # (B, P)
-        sampling = GenerationConfig(
-            do_sample=meta["temperature"] > 0, temperature=meta["temperature"] or None, top_p=meta["top_p"],
-            # Every field that shapes the distribution is set: unset ones come from the model's
-            # generation_config (top_k=50 in many), and then the sampler is not the policy.
-            top_k=0, min_p=None, typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-            max_new_tokens=meta["max_new_tokens"], eos_token_id=meta["eos"], pad_token_id=meta["pad"],
-        )
+                                                      "cuda_graphs")}
+        sampler = self._sampler(meta["cuda_graphs"])
+        with gathered_weights(self.actor.engine.module):
+            sampler.load_weights(self.actor.engine.module)  # the current policy
         # Each data-parallel rank draws its own samples.
-        torch.manual_seed(meta["seed"] + 1_000_003 * engine.get_data_parallel_rank())
-        autocast = (
-            nullcontext() if engine._autocast_dtype == torch.float32
-            else torch.autocast(device_type=device.type, dtype=engine._autocast_dtype)
-        )
-        with engine.eval_mode(), torch.no_grad(), autocast, gathered_weights(engine.module):
-            output = engine.module.generate(input_ids=input_ids, attention_mask=prompt_mask, generation_config=sampling)
-        rollout = rollout_fields(input_ids, prompt_mask, output, meta["max_new_tokens"], meta["eos"], meta["pad"])
-        rollout["rollout_log_probs"] = self._log_probs(rollout.clone(), meta["temperature"], meta["micro_batch_size_per_gpu"])
+        torch.manual_seed(meta["seed"] + 1_000_003 * self.actor.engine.get_data_parallel_rank())
+        input_ids = prompts["input_ids"].to(sampler.device)  # (B, P)
+        prompt_mask = prompts["attention_mask"].to(sampler.device)  # (B, P)
+        responses, log_probs = sampler.generate(input_ids, prompt_mask, meta["max_new_tokens"], meta["temperature"],
+                                                meta["top_p"], meta["eos"], meta["pad"])  # (B, R) each
+        rollout = rollout_fields(input_ids, prompt_mask, responses, meta["eos"])
+        rollout["rollout_log_probs"] = log_probs
         return rollout.cpu()
+
+    def _sampler(self, cuda_graphs: bool) -> Sampler:
+        """The hf engine's sampler (kit/sampler.py), built at the first rollout: the actor's model, unsharded, in
+        the dtype the actor computes in."""
+        if self.sampler is None:
+            on_gpu = get_device_name() == "cuda"
+            device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+            self.sampler = Sampler(self.actor.model_config.hf_config, self.actor.engine._autocast_dtype, device, cuda_graphs)
+        return self.sampler
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str):
@@ -80,14 +81,6 @@ class KitWorker(ActorRolloutRefWorker):
             model.save_pretrained(path, state_dict=state_dict)
             model_config.tokenizer.save_pretrained(path)
         torch.distributed.barrier()
-
-    def _log_probs(self, rollout: TensorDict, temperature: float, micro_batch_size: int) -> torch.Tensor:
-        """Log-probs of the sampled response tokens under the current weights (verl's own forward)."""
-        data = left_right_2_no_padding(rollout)
-        tu.assign_non_tensor(data, temperature=temperature or 1.0, calculate_entropy=False, compute_loss=False,
-                             micro_batch_size_per_gpu=micro_batch_size)
-        output = self.actor.infer_batch(data)
-        return no_padding_2_padding(tu.get(output, "log_probs"), data).float()  # (B, R)
 
 
 class CriticWorker(TrainingWorker):
@@ -109,11 +102,9 @@ def load_value_model(local_path, torch_dtype, model_config, trust_remote_code):
     )
 
 
-def rollout_fields(input_ids, prompt_mask, output, response_length, eos, pad) -> TensorDict:
-    """verl's rollout layout: prompts left-padded (B, P), responses right-padded to (B, R), full sequences."""
-    responses = output[:, input_ids.shape[1]:]
-    responses = torch.nn.functional.pad(responses, (0, response_length - responses.shape[1]), value=pad)
-    response_mask = get_response_mask(responses, eos_token=eos, dtype=prompt_mask.dtype)  # keeps the eos itself
+def rollout_fields(input_ids, prompt_mask, responses, eos) -> TensorDict:
+    """verl's rollout layout from left-padded prompts (B, P) and responses (B, R) that may run past their eos."""
+    response_mask = get_response_mask(responses, eos_token=eos, dtype=prompt_mask.dtype)  # up to and with the eos
     return rollout_layout(input_ids, prompt_mask, responses, response_mask)
 
 

@@ -15,6 +15,7 @@ import inference
 import training
 from kit.config import resolve_hardware
 from kit.errors import KitError
+from kit.sampler import Sampler
 from kit.server_engine import AGENT_LOOP, AGENT_LOOP_CONFIG, agent_loop_requests, kit_layout
 from kit.verl_config import compose_verl_config, verl_overrides
 from kit.worker import rollout_fields
@@ -93,10 +94,10 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
     assert all(r["temperature"] == 0.0 and r["top_p"] == 1.0 and r["max_tokens"] == max_new and r["stop_token_ids"] == [eos]
                and r["logprobs"] for r in server.requests)  # the request's settings reach the engine
     input_ids, prompt_mask = inference.left_pad(contexts, pad)  # (B, P): as the hf engine receives them
-    with torch.no_grad():
-        generated = server.model.generate(input_ids, attention_mask=prompt_mask, do_sample=False, top_p=None, top_k=None,
-                                          max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad)
-    expected = rollout_fields(input_ids, prompt_mask, generated, max_new, eos, pad)  # the hf engine's layout
+    sampler = Sampler(server.model.config, torch.float32, torch.device("cpu"), cuda_graphs=False)  # the hf engine's
+    sampler.load_weights(server.model)
+    responses, _ = sampler.generate(input_ids, prompt_mask, max_new, temperature=0.0, top_p=1.0, eos=eos, pad=pad)
+    expected = rollout_fields(input_ids, prompt_mask, responses, eos)  # the hf engine's layout
     for key in expected.keys():
         assert torch.equal(got[key], expected[key]), key
     assert got["rollout_log_probs"].shape == got["responses"].shape

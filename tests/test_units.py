@@ -183,9 +183,8 @@ def test_rewards_score_with_no_current_event_loop(tiny_model_dir, tiny_tokenizer
     prompt = torch.tensor([tiny_tokenizer("What is 2 + 3?")["input_ids"]] * 2)
     answers = [tiny_tokenizer(text)["input_ids"] + [tiny_tokenizer.eos_token_id] for text in (" 5", " 7")]
     width = max(len(ids) for ids in answers)
-    output = torch.cat([prompt, torch.tensor([ids + [tiny_tokenizer.pad_token_id] * (width - len(ids)) for ids in answers])], 1)
-    batch = DataProto.from_tensordict(rollout_fields(prompt, torch.ones_like(prompt), output, width,
-                                                     tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id))
+    responses = torch.tensor([ids + [tiny_tokenizer.pad_token_id] * (width - len(ids)) for ids in answers])
+    batch = DataProto.from_tensordict(rollout_fields(prompt, torch.ones_like(prompt), responses, tiny_tokenizer.eos_token_id))
     asyncio.set_event_loop(None)
     scores, accuracy = scorer.score(batch, Problems(["What is 2 + 3?"] * 2, ["5", "5"], ["arithmetic"] * 2, [{}, {}]))
     assert accuracy == [1.0, 0.0] and scores.sum(-1).tolist() == [1.0, 0.0]

@@ -1,0 +1,86 @@
+"""The hf engine's sampler (kit/sampler.py) against plain Hugging Face `generate`, on the same GPU, model and batch.
+
+usage: python bench/generation.py MODEL_DIR NEW_TOKENS OUT_JSON
+  64 prompts x 8 samples, NEW_TOKENS new tokens each (every row runs to the limit: `generate` gets
+  min_new_tokens, the sampler an eos it never meets), bf16, sampling at temperature 1. Each variant runs twice;
+  the second run is timed (the first captures the sampler's CUDA graph). Variants: plain `generate`, the
+  sampler step by step (cuda_graphs=false), the sampler with CUDA graphs. Also checks that greedy decoding
+  gives the same tokens with and without the graph.
+"""
+
+import json
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kit.sampler import Sampler
+
+PROMPTS, SAMPLES = 64, 8
+
+
+def timed(fn):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def main(model_dir: str, new_tokens: int, out_path: str):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    questions = [[{"role": "user", "content": f"What is {10 + i} + {47 + 3 * i}? Answer with the number only."}]
+                 for i in range(PROMPTS)]
+    texts = [tokenizer.apply_chat_template(q, tokenize=False, add_generation_prompt=True) for q in questions]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to("cuda")
+    input_ids = batch["input_ids"].repeat_interleave(SAMPLES, 0)  # (512, P): the n samples of a prompt side by side
+    prompt_mask = batch["attention_mask"].repeat_interleave(SAMPLES, 0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokens = len(input_ids) * new_tokens
+    results = {"model": model_dir, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+               "rows": len(input_ids), "prompt_tokens": input_ids.shape[1], "new_tokens": new_tokens,
+               "device": torch.cuda.get_device_name()}
+
+    def plain():
+        return model.generate(input_ids=input_ids, attention_mask=prompt_mask, do_sample=True, temperature=1.0,
+                              top_k=0, top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad)
+
+    for name, run in [("generate", plain)] + [
+        (f"sampler_{'graphs' if graphs else 'eager'}", sampler_run(model, graphs, input_ids, prompt_mask, new_tokens, pad))
+        for graphs in (False, True)
+    ]:
+        torch.cuda.reset_peak_memory_stats()
+        _, first = timed(run)
+        _, seconds = timed(run)
+        results[name] = {"first_s": round(first, 2), "s": round(seconds, 3), "tokens_per_s": round(tokens / seconds),
+                         "ms_per_decode_step": round(1000 * seconds / new_tokens, 2),
+                         "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+        print(name, json.dumps(results[name]), flush=True)
+    for name in ("sampler_eager", "sampler_graphs"):
+        results[name]["speedup_vs_generate"] = round(results["generate"]["s"] / results[name]["s"], 1)
+    results["greedy_graph_equals_eager"] = greedy_agrees(model, input_ids[::SAMPLES], prompt_mask[::SAMPLES], new_tokens, pad)
+    print(json.dumps(results, indent=1))
+    with open(out_path, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def sampler_run(model, cuda_graphs: bool, input_ids, prompt_mask, new_tokens: int, pad: int):
+    sampler = Sampler(model.config, torch.bfloat16, torch.device("cuda"), cuda_graphs)
+    sampler.load_weights(model)
+    # eos=-1: no row ever stops, as with min_new_tokens
+    return lambda: sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1, pad=pad)
+
+
+def greedy_agrees(model, input_ids, prompt_mask, new_tokens: int, pad: int) -> bool:
+    outputs = []
+    for graphs in (False, True):
+        sampler = Sampler(model.config, torch.bfloat16, torch.device("cuda"), graphs)
+        sampler.load_weights(model)
+        outputs.append(sampler.generate(input_ids, prompt_mask, new_tokens, temperature=0.0, top_p=1.0, eos=-1, pad=pad)[0])
+    return bool(torch.equal(*outputs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])

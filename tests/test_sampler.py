@@ -1,0 +1,103 @@
+"""The hf engine's sampler (kit/sampler.py) against Hugging Face's own forward and `generate`, on CPU. Its CUDA
+graph path replays the same decode step; bench/generation.py checks on a GPU that the graph and eager steps agree."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from kit.sampler import Sampler, top_p_filter
+
+PROMPTS = ["What is 2 + 3?", "12 + 30 =", "What is 45 + 17? It is"]
+
+
+@pytest.fixture(scope="module")
+def model_and_sampler(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    sampler = Sampler(model.config, torch.float32, torch.device("cpu"), cuda_graphs=True)  # no GPU: step by step
+    sampler.load_weights(model)
+    return model, sampler
+
+
+def encoded(tokenizer, prompts=PROMPTS):
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    return batch["input_ids"], batch["attention_mask"]  # (B, P), left-padded
+
+
+def trainer_log_probs(model, input_ids, prompt_mask, responses, response_mask, temperature=1.0):
+    """Log-probs of the responses from one full forward over prompt + response, as a trainer computes them."""
+    attention_mask = torch.cat([prompt_mask, response_mask], 1)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(torch.cat([input_ids, responses], 1), attention_mask=attention_mask, position_ids=positions).logits
+    logits = logits[:, input_ids.shape[1] - 1:-1].float() / temperature  # (B, R, V): the logits that chose each token
+    return torch.log_softmax(logits, -1).gather(-1, responses[:, :, None]).squeeze(-1)
+
+
+def test_greedy_equals_hugging_face_generate(model_and_sampler, tiny_tokenizer):
+    model, sampler = model_and_sampler
+    input_ids, prompt_mask = encoded(tiny_tokenizer)
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    with torch.no_grad():
+        expected = model.generate(input_ids, attention_mask=prompt_mask, do_sample=False, top_p=None, top_k=None,
+                                  max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)[:, input_ids.shape[1]:]
+    responses, _ = sampler.generate(input_ids, prompt_mask, 10, temperature=0.0, top_p=1.0, eos=eos, pad=pad)
+    assert torch.equal(responses[:, :expected.shape[1]], expected)
+
+
+def test_sampled_log_probs_equal_the_trainers_and_rows_stop_at_their_eos(model_and_sampler, tiny_tokenizer):
+    model, sampler = model_and_sampler
+    input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS * 4)
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    torch.manual_seed(0)
+    responses, log_probs = sampler.generate(input_ids, prompt_mask, 16, temperature=0.7, top_p=1.0, eos=eos, pad=pad)
+    stopped = (responses == eos).any(-1)
+    assert stopped.any() and not stopped.all()  # some rows stop early, others run to the limit
+    for row in responses[stopped]:  # after its eos a row holds only pad
+        after = row[(row == eos).nonzero()[0, 0] + 1:]
+        assert (after == pad).all()
+    response_mask = (torch.cumsum(responses == eos, -1) - (responses == eos).long() == 0).long()  # up to and with eos
+    expected = trainer_log_probs(model, input_ids, prompt_mask, responses, response_mask, temperature=0.7)
+    kept = response_mask.bool()
+    assert torch.allclose(log_probs[kept], expected[kept], atol=1e-4)
+    assert (log_probs[~kept] == 0).all()
+
+
+def test_samples_follow_the_models_distribution_and_the_seed(model_and_sampler, tiny_tokenizer):
+    model, sampler = model_and_sampler
+    input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS[:1] * 4000)  # one prompt, 4000 rows: n samples in one batch
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    torch.manual_seed(1)
+    first, _ = sampler.generate(input_ids, prompt_mask, 1, temperature=0.5, top_p=1.0, eos=eos, pad=pad)
+    with torch.no_grad():
+        logits = model(input_ids[:1], attention_mask=prompt_mask[:1]).logits[0, -1].float()
+    probs = torch.softmax(logits / 0.5, -1)  # (V,)
+
+    def distance(tokens):  # total variation between the tokens' frequencies and the model's probabilities
+        return 0.5 * (torch.bincount(tokens, minlength=probs.numel()).float() / len(tokens) - probs).abs().sum()
+
+    reference = distance(torch.multinomial(probs, len(first), replacement=True))  # what sampling noise alone gives
+    assert distance(first[:, 0]) < 1.5 * reference + 0.01
+    torch.manual_seed(1)
+    again, _ = sampler.generate(input_ids, prompt_mask, 1, temperature=0.5, top_p=1.0, eos=eos, pad=pad)
+    assert torch.equal(first, again)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.1, 0.3, 0.1], [0.05, 0.9, 0.03, 0.02]])
+    kept = top_p_filter(probs, torch.tensor(0.75))
+    assert torch.equal(kept > 0, torch.tensor([[True, False, True, False], [False, True, False, False]]))
+    assert torch.equal(kept[kept > 0], probs[kept > 0])  # kept tokens keep their probability (sampling renormalises)
+
+
+def test_new_weights_reach_the_sampler(model_and_sampler, tiny_tokenizer, tiny_model_dir):
+    model, sampler = model_and_sampler
+    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    input_ids, prompt_mask = encoded(tiny_tokenizer)
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    sampler.load_weights(other)
+    _, log_probs = sampler.generate(input_ids, prompt_mask, 6, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
+    sampler.load_weights(model)  # the module's fixture back as it was
+    assert not torch.allclose(log_probs, sampler.generate(input_ids, prompt_mask, 6, 1.0, 1.0, eos, pad)[1])
