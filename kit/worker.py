@@ -20,12 +20,13 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import cpu_platform
+from kit import cpu_platform, token_log_probs
 from kit.batching import rollout_layout
 from kit.sampler import Sampler
 
 
 def _prepare_process():
+    token_log_probs.install()
     if get_device_name() == "cpu":
         cpu_platform.init_process_group()
         cpu_platform.register_fsdp_engines()

@@ -86,3 +86,30 @@ def test_checkpoint_rng_goes_through_the_device_module():
     from verl.utils.checkpoint.checkpoint_manager import BaseCheckpointManager
 
     assert "get_torch_device().set_rng_state" in inspect.getsource(BaseCheckpointManager.load_rng_state)
+
+
+def test_token_log_probs_replace_verls_per_token_loop_with_the_same_values():
+    # kit/token_log_probs.install swaps the name verl's FSDP engine calls; its fallback must still be the loop.
+    import torch
+    from verl.utils import torch_functional
+    from verl.workers.engine.fsdp import transformer_impl
+
+    from kit import token_log_probs
+
+    assert "for logit in logits" in inspect.getsource(torch_functional.logprobs_from_logits_v2)
+    assert "logprobs_from_logits(" in inspect.getsource(transformer_impl.FSDPEngineWithLMHead.prepare_model_outputs)
+    original = transformer_impl.logprobs_from_logits
+    try:
+        token_log_probs.install()
+        assert transformer_impl.logprobs_from_logits is token_log_probs.logprobs_from_logits
+    finally:
+        transformer_impl.logprobs_from_logits = original
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(2, 1500, 300)).requires_grad_()  # more rows than one chunk
+    labels, weights = torch.randint(0, 300, (2, 1500)), torch.randn(2, 1500)
+    expected = torch_functional.logprobs_from_logits_v2(logits, labels)
+    (expected * weights).sum().backward()
+    expected_grad, logits.grad = logits.grad, None
+    got = token_log_probs.logprobs_from_logits(logits, labels)
+    (got * weights).sum().backward()
+    assert torch.allclose(got, expected, atol=1e-5) and torch.allclose(logits.grad, expected_grad, atol=1e-6)
