@@ -90,9 +90,12 @@ def fmt(value) -> str:
 
 
 def main(folder: Path):
-    throughput, curves = {}, {}
+    throughput, curves, generation = {}, {}, {}
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         run, metrics, result = run_dir.name, run_dir / "metrics.jsonl", run_dir / "result.json"
+        if run.startswith("gen-") and result.exists():  # bench/generation.py: the sampler against plain generate
+            generation[run] = json.loads(result.read_text())
+            continue
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             row, curve = kit_row(rows), kit_curve(rows)
@@ -131,7 +134,14 @@ def main(folder: Path):
                      for run in curves]
             print(f"| {step} | " + " | ".join(f"{wall} | {acc}" for wall, acc in cells) + " |")
         plot(curves, folder / "learning_curve.png")
-    summary = {"throughput": throughput, "ratios": ratios, "learning_curves": curves}
+    if generation:
+        print("\n| generation (same GPU, model, 64 x 8 rows) | new tokens | generate tok/s | sampler, no graphs | "
+              "sampler, CUDA graphs | speed-up | greedy graph = eager |\n|---|---|---|---|---|---|---|")
+    for run, data in generation.items():
+        print(f"| {run} | {data['new_tokens']} | {fmt(data['generate']['tokens_per_s'])} | "
+              f"{fmt(data['sampler_eager']['tokens_per_s'])} | {fmt(data['sampler_graphs']['tokens_per_s'])} | "
+              f"{fmt(data['sampler_graphs']['speedup_vs_generate'])}x | {data['greedy_graph_equals_eager']} |")
+    summary = {"throughput": throughput, "ratios": ratios, "learning_curves": curves, "generation": generation}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
