@@ -17,6 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit
+from kit.run_log import save_plot  # noqa: E402
+
 COLUMNS = ("run", "model", "new tokens", "step s", "generation s", "rollout tok/s", "update tok/s",
            "peak GPU GB (torch)", "GPU GB in use (nvidia-smi)", "MFU")
 
@@ -146,10 +149,8 @@ def main(folder: Path):
 
 
 def plot(curves: dict, out: Path):
-    try:
-        import matplotlib
-    except ImportError:
-        return
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -160,13 +161,7 @@ def plot(curves: dict, out: Path):
             ax.plot(*zip(*points), marker="o", label=run)
     ax.set_xlabel("training wall seconds (validation left out)")
     ax.set_ylabel("held-out accuracy (greedy)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_plot(fig, ax, out)
     print(f"\nplot: {out}")
 
 

@@ -74,6 +74,13 @@ def plot_metrics(history: Path, out: Path):
         if points:
             ax.plot(*zip(*points), marker="o" if key.startswith("val") else None, label=label)
     ax.set_xlabel("step")
+    save_plot(fig, ax, out)
+
+
+def save_plot(fig, ax, out: Path):
+    """A 0-1 y axis, a grid and a legend, written to `out` as PNG."""
+    import matplotlib.pyplot as plt
+
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     if ax.lines:
