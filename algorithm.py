@@ -73,7 +73,8 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
-    task, tools, reward = Task(cfg.env), inference.load_tools(cfg, tokenizer), RewardScorer(verl_cfg, tokenizer)
+    task, tools = Task(cfg.env), inference.load_tools(cfg, tokenizer)
+    reward = RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout)
     workers = training.start_workers(cfg, verl_cfg)  # last: every mistake above is found before a worker starts
     run = Run(cfg, verl_cfg, task, tokenizer, reward, workers, inference.start_engine(cfg, verl_cfg, workers),
               get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
@@ -107,6 +108,7 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
 
     with log.timer("reward"):
         scores, accuracy = score(run, batch, problems, n)
+        metrics.update({"reward/failed": run.reward.failed, "reward/timed_out": run.reward.timed_out})
         batch.batch["token_level_scores"] = scores  # (B*n, R): each response's score sits on its last token
         if cfg.algorithm.advantage_estimator == "remax":  # ReMax's baseline: the greedy response's reward
             greedy = rollout(run, problems, n=1, seed=cfg.seed + step, greedy=True)

@@ -1,7 +1,16 @@
-"""Rewards through verl's reward manager (`reward.reward_manager`, naive by default) and the user's function."""
+"""Rewards through verl's reward manager (`reward.reward_manager`, naive by default) and the user's function.
+
+A call that raises, returns something other than a finite number, or takes longer than
+reward_model.timeout seconds scores 0: the step goes on with a warning and counts them (reward/failed,
+reward/timed_out). Only when every response of a call fails does the run stop, with one line naming the
+first failure: then the function itself is broken, and the last checkpoint holds the work so far.
+"""
 
 import asyncio
 import math
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +22,31 @@ from kit.errors import KitError
 from kit.task import Problems
 
 
+class RewardFailure(Exception):
+    """One response the reward function could not score; the message is the one-line explanation."""
+
+
+class DaemonThreads(ThreadPoolExecutor):
+    """Each call in a daemon thread of its own. verl's reward manager runs a plain reward function in its event
+    loop's default executor; a ThreadPoolExecutor's threads are joined at exit, so one hung call would keep
+    the finished run from ever exiting. A daemon thread is simply left behind. (asyncio accepts only a
+    ThreadPoolExecutor as default executor; this one never starts the pool's own threads.)"""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+
+        def run():
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as err:
+                future.set_exception(err)
+
+        threading.Thread(target=run, daemon=True).start()
+        return future
+
+
 class RewardScorer:
-    def __init__(self, verl_cfg, tokenizer):
+    def __init__(self, verl_cfg, tokenizer, timeout: float = 10.0):
         fn = verl_cfg.reward.custom_reward_function
         if not Path(fn.path).is_file():
             raise KitError(f"reward file '{fn.path}' not found: set reward_model.custom_reward_function.path")
@@ -25,7 +57,10 @@ class RewardScorer:
                            "set reward_model.custom_reward_function.name") from None
         except Exception as err:  # the user's module failed to import
             raise KitError(f"reward file '{fn.path}' failed to import ({type(err).__name__}: {err}): fix it") from None
+        self.manager.loop.set_default_executor(DaemonThreads())
         self.where = f"{fn.name} in {fn.path}"
+        self.timeout = timeout  # seconds per call (a hung call's thread cannot be stopped; it is abandoned)
+        self.failed, self.timed_out = 0, 0  # of the last score() call
         # GDPO normalises each of these keys of the function's returned dict on its own.
         self.required_keys = list(verl_cfg.algorithm.gdpo_reward_keys or []) if verl_cfg.algorithm.adv_estimator == "gdpo" else []
 
@@ -37,7 +72,7 @@ class RewardScorer:
         batch.non_tensor_batch["data_source"] = np.array(rows.data_sources, dtype=object)
         batch.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gt} for gt in rows.ground_truths], dtype=object)
         batch.non_tensor_batch["extra_info"] = np.array(rows.extra_infos, dtype=object)
-        results = self.manager.loop.run_until_complete(self._score_all(batch))
+        results = self._checked(self.manager.loop.run_until_complete(self._score_all(batch)))
         extras = [result["reward_extra_info"] for result in results]
         for key in set.intersection(*(set(extra) for extra in extras)):
             batch.non_tensor_batch[key] = np.array([extra[key] for extra in extras], dtype=object)
@@ -57,18 +92,33 @@ class RewardScorer:
         rewards = batch.non_tensor_batch["env_reward"].astype(float).tolist()
         return self.manager.assemble_rm_scores(batch, rewards), batch.non_tensor_batch["env_success"].astype(float).tolist()
 
-    async def _score_all(self, batch) -> list[dict]:
+    def _checked(self, results: list) -> list[dict]:
+        """Failed calls score 0 with a warning; all of them failing stops the run."""
+        failures = [result for result in results if isinstance(result, RewardFailure)]
+        self.failed, self.timed_out = len(failures), sum("took longer" in str(f) for f in failures)
+        if failures and len(failures) == len(results):
+            raise KitError(str(failures[0]))
+        if failures:
+            print(f"warning: {failures[0]} ({len(failures)} of {len(results)} responses this step; they score 0, "
+                  "counted in reward/failed)", file=sys.stderr)
+        return [{"reward_score": 0.0, "reward_extra_info": {}} if isinstance(result, RewardFailure) else result
+                for result in results]
+
+    async def _score_all(self, batch) -> list:
         # gathered inside the loop: outside it, asyncio asks for a current loop, which verl's servers unset
         return await asyncio.gather(*(self._score_one(batch[i:i + 1]) for i in range(len(batch))))
 
-    async def _score_one(self, item: DataProto) -> dict:
+    async def _score_one(self, item: DataProto) -> dict | RewardFailure:
         try:
-            result = await self.manager.run_single(item)
+            result = await asyncio.wait_for(self.manager.run_single(item), self.timeout)
+        except TimeoutError:
+            return RewardFailure(f"reward function {self.where} took longer than reward_model.timeout="
+                                 f"{self.timeout} s: make it faster or raise the timeout")
         except Exception as err:
-            raise KitError(f"reward function {self.where} raised {type(err).__name__}: {err}: fix the function "
-                           "(it must return a number for every response)") from None
+            return RewardFailure(f"reward function {self.where} raised {type(err).__name__}: {err}: fix the "
+                                 "function (it must return a number for every response)")
         score = result["reward_score"]
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise KitError(f"reward function {self.where} returned {score!r}: it must return a finite number "
-                           "or a dict with a numeric 'score'")
+            return RewardFailure(f"reward function {self.where} returned {score!r}: it must return a finite "
+                                 "number or a dict with a numeric 'score'")
         return result

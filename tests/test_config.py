@@ -28,6 +28,8 @@ def test_unknown_key_names_the_closest_valid_key():
     ("num_gpus=-1", "'num_gpus' must be auto or an integer"),
     ("inference=3", "must be a section of keys"),
     ("batch_size", "is not an override: write key=value"),
+    ("reward_model.timeout=0", "'reward_model.timeout' must be > 0 seconds"),
+    ("inference.tool_timeout=-1", "'inference.tool_timeout' must be > 0 seconds"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(KitError, match=message):
