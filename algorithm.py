@@ -31,6 +31,7 @@ from kit.models import resolve_model_path
 from kit.preflight import check_algorithm, check_loggers, check_no_trl
 from kit.rewards import RewardScorer
 from kit.run_log import RunLog
+from kit.stopping import GracefulStop
 from kit.task import Problems, Task
 from kit.verl_config import compose_verl_config, verl_overrides
 
@@ -84,7 +85,7 @@ def main(overrides: list[str]):
         print(f"note: {cfg.env} defines no get_val_batch(size), so validation is skipped")
 
     # ---- the loop ------------------------------------------------------------------------------------
-    with RunLog(cfg, total_steps, first_step=state["step"]) as log:
+    with RunLog(cfg, total_steps, first_step=state["step"]) as log, GracefulStop() as stop:
         if state["step"] == 0:
             validate(run, log, step=0)
         for step in range(state["step"] + 1, total_steps + 1):
@@ -93,8 +94,11 @@ def main(overrides: list[str]):
             log.log({**metrics, **run.task.on_step(metrics)}, step)  # env.py may adapt to the step (a curriculum)
             if cfg.val_every and step % cfg.val_every == 0 or step == total_steps:
                 validate(run, log, step)
-            if cfg.save_every and (step % cfg.save_every == 0 or step == total_steps):
+            if cfg.save_every and (step % cfg.save_every == 0 or step == total_steps) or stop.requested:
                 save(run, step)
+            if stop.requested:
+                print(f"stopped by {stop.requested} after step {step}: checkpoint written; run the same command to resume")
+                return
         training.export_hf(run.workers, f"{cfg.output_dir}/hf_model")
     print(f"done: Hugging Face model in {cfg.output_dir}/hf_model, metrics in {cfg.output_dir}/metrics.jsonl and .png")
 

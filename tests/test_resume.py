@@ -72,3 +72,43 @@ def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"checkpoint {newest} is incomplete or corrupt: skipped" in resumed.stderr
     assert "resumed from" in resumed.stdout and "global_step_1 (step 1)" in resumed.stdout
+
+
+def start_run(out, *overrides):
+    return subprocess.Popen([sys.executable, "algorithm.py", *TINY, *overrides, f"output_dir={out}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_step(out, process, step: int):
+    history = out / "metrics.jsonl"
+    while not (history.exists() and f'"step": {step}, "train/' in history.read_text()):
+        assert process.poll() is None, "the run ended before the signal"
+        time.sleep(0.05)
+
+
+def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_path):
+    process = start_run(tmp_path, "steps_per_epoch=20", "save_every=0")
+    wait_for_step(tmp_path, process, 1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    stopped = [line for line in stdout.splitlines() if line.startswith("stopped by SIGTERM after step ")]
+    assert stopped and "Traceback" not in stderr
+    step = int(stopped[0].split("after step ")[1].split(":")[0])
+    assert (tmp_path / "checkpoints" / f"global_step_{step}").is_dir()  # written although save_every=0
+
+    resumed = run_kit(*TINY, "steps_per_epoch=20", "save_every=0", "val_every=0", f"output_dir={tmp_path}",
+                      "steps_per_epoch=" + str(step + 1))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"(step {step})" in resumed.stdout
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    process = start_run(tmp_path, "steps_per_epoch=20", "save_every=0")
+    wait_for_step(tmp_path, process, 1)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT
+    assert "SIGINT again: stopping now" in stderr and "Traceback" not in stderr
