@@ -160,7 +160,10 @@ class Sampler:
             return self.shapes[key]
         if len(self.shapes) >= MAX_SHAPES:
             self.shapes.pop(next(iter(self.shapes)))  # the oldest
-        zeros = lambda *shape, dtype=torch.long: torch.zeros(shape, dtype=dtype, device=self.device)  # noqa: E731
+
+        def zeros(*shape, dtype=torch.long):
+            return torch.zeros(shape, dtype=dtype, device=self.device)
+
         state = Decoding(
             cache=KVCache(self.config, rows, length, self.dtype, self.device), tokens=zeros(rows, 1),
             positions=zeros(rows, 1), slot=zeros(1), step=zeros(1), visible=zeros(rows, length, dtype=torch.bool),
