@@ -39,10 +39,17 @@ def writing(cfg, step: int, loop_state: dict):
     scratch, final = root / f".{PREFIX}{step}.partial", root / f"{PREFIX}{step}"
     for leftover in root.glob(f".{PREFIX}*.partial"):  # from a run killed mid-save
         shutil.rmtree(leftover)
-    scratch.mkdir(parents=True)
-    yield str(scratch)
-    state = {**loop_state, "step": step, "rng": _rng_states(), "config": _must_match(cfg), "files": _manifest(scratch)}
-    torch.save(state, scratch / STATE_FILE)
+    try:
+        scratch.mkdir(parents=True)
+        yield str(scratch)
+        state = {**loop_state, "step": step, "rng": _rng_states(), "config": _must_match(cfg), "files": _manifest(scratch)}
+        torch.save(state, scratch / STATE_FILE)
+    except OSError as err:  # a full disk, a quota, a lost mount (also raised inside a worker)
+        shutil.rmtree(scratch, ignore_errors=True)
+        previous = _scan(root)[0]
+        raise KitError(f"could not write the step-{step} checkpoint in {root} ({getattr(err, 'strerror', None) or err}): "
+                       f"free space there and run the same command to resume from "
+                       f"{previous[-1].name if previous else 'the start'}") from None
     shutil.rmtree(final, ignore_errors=True)
     os.rename(scratch, final)  # atomic: the checkpoint appears whole or not at all
     complete, broken = _scan(root)

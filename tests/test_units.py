@@ -215,3 +215,21 @@ def test_reward_calls_that_fail_on_some_responses_score_zero_and_are_counted(tin
     assert scorer.failed == 1 and scorer.timed_out == (name == "hangs_on_some")
     warning = capsys.readouterr().err.strip().splitlines()
     assert len(warning) == 1 and failure in warning[0] and "1 of 3 responses" in warning[0]
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_complete(tmp_path):
+    import errno
+
+    from kit import checkpoints
+
+    cfg = kit_config(f"output_dir={tmp_path}")
+    with checkpoints.writing(cfg, 1, {"kl_coef": 0.0, "env": None}) as folder:
+        torch.save({"w": torch.ones(3)}, f"{folder}/actor.pt")
+    with pytest.raises(KitError, match="could not write the step-2 checkpoint .*No space left on device.*"
+                                       "resume from global_step_1"):
+        with checkpoints.writing(cfg, 2, {"kl_coef": 0.0, "env": None}) as folder:
+            torch.save({"w": torch.ones(3)}, f"{folder}/actor.pt")
+            raise OSError(errno.ENOSPC, "No space left on device")  # the disk fills mid-write
+    cfg.resume = "auto"
+    assert checkpoints.find(cfg).name == "global_step_1"  # still complete, and what resume takes
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["global_step_1"]  # no half-written folder
