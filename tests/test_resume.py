@@ -104,11 +104,14 @@ def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
-    process = start_run(tmp_path, "steps_per_epoch=20", "save_every=0")
+    process = start_run(tmp_path, "steps_per_epoch=20", "save_every=0", "inference.max_response_length=48")
     wait_for_step(tmp_path, process, 1)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    for line in process.stderr:  # the second signal once the first has been taken, mid-step
+        if line.startswith("SIGINT: finishing this step"):
+            process.send_signal(signal.SIGINT)
+            break
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT
     assert "SIGINT again: stopping now" in stderr and "Traceback" not in stderr
+    assert not list(tmp_path.glob("checkpoints/global_step_*"))  # stopped before any checkpoint
