@@ -3,13 +3,15 @@
 import functools
 import sys
 
+from ray.exceptions import RayActorError
+
 
 class KitError(Exception):
     """A mistake in config, data, env or reward code. The message names the problem and the fix."""
 
 
 def one_line_errors(main):
-    """Run `main`; a KitError prints as one line on stderr and exits with status 2."""
+    """Run `main`; a KitError, or a Ray worker that died, prints as one line on stderr and exits with status 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -18,6 +20,11 @@ def one_line_errors(main):
         except KitError as err:
             # On a line of its own: a progress bar may be mid-line on stderr.
             print(f"\nverl-kit: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except RayActorError as err:  # killed, out of memory, or crashed: Ray has logged its side above
+            pid = f" (pid {err.actor_info.pid})" if getattr(getattr(err, "actor_info", None), "pid", None) else ""
+            print(f"\nverl-kit: error: a Ray worker{pid} died during the step (killed, out of memory or crashed): "
+                  "run the same command to resume from the last checkpoint", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

@@ -115,3 +115,21 @@ def test_a_second_signal_stops_at_once(tmp_path):
     assert process.returncode == 128 + signal.SIGINT
     assert "SIGINT again: stopping now" in stderr and "Traceback" not in stderr
     assert not list(tmp_path.glob("checkpoints/global_step_*"))  # stopped before any checkpoint
+
+
+def test_a_worker_killed_mid_step_is_one_line_and_resume_continues(tmp_path):
+    import psutil
+
+    process = start_run(tmp_path, "steps_per_epoch=4", "save_every=1")
+    wait_for_step(tmp_path, process, 2)
+    workers = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::WorkerDict")]
+    assert workers, "no Ray worker process found"
+    for worker in workers:
+        worker.kill()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("verl-kit: error: a Ray worker")
+
+    resumed = run_kit(*TINY, "steps_per_epoch=4", "save_every=1", f"output_dir={tmp_path}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
