@@ -26,6 +26,10 @@ class RewardFailure(Exception):
     """One response the reward function could not score; the message is the one-line explanation."""
 
 
+class RewardTimeout(RewardFailure):
+    """A call that took longer than reward_model.timeout."""
+
+
 class DaemonThreads(ThreadPoolExecutor):
     """Each call in a daemon thread of its own. verl's reward manager runs a plain reward function in its event
     loop's default executor; a ThreadPoolExecutor's threads are joined at exit, so one hung call would keep
@@ -46,7 +50,7 @@ class DaemonThreads(ThreadPoolExecutor):
 
 
 class RewardScorer:
-    def __init__(self, verl_cfg, tokenizer, timeout: float = 10.0):
+    def __init__(self, verl_cfg, tokenizer, timeout: float):
         fn = verl_cfg.reward.custom_reward_function
         if not Path(fn.path).is_file():
             raise KitError(f"reward file '{fn.path}' not found: set reward_model.custom_reward_function.path")
@@ -95,7 +99,7 @@ class RewardScorer:
     def _checked(self, results: list) -> list[dict]:
         """Failed calls score 0 with a warning; all of them failing stops the run."""
         failures = [result for result in results if isinstance(result, RewardFailure)]
-        self.failed, self.timed_out = len(failures), sum("took longer" in str(f) for f in failures)
+        self.failed, self.timed_out = len(failures), sum(isinstance(f, RewardTimeout) for f in failures)
         if failures and len(failures) == len(results):
             raise KitError(str(failures[0]))
         if failures:
@@ -112,7 +116,7 @@ class RewardScorer:
         try:
             result = await asyncio.wait_for(self.manager.run_single(item), self.timeout)
         except TimeoutError:
-            return RewardFailure(f"reward function {self.where} took longer than reward_model.timeout="
+            return RewardTimeout(f"reward function {self.where} took longer than reward_model.timeout="
                                  f"{self.timeout} s: make it faster or raise the timeout")
         except Exception as err:
             return RewardFailure(f"reward function {self.where} raised {type(err).__name__}: {err}: fix the "

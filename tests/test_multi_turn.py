@@ -153,7 +153,8 @@ def test_environment_episodes_sum_turn_rewards_and_train_only_the_models_tokens(
     # Turn rewards summed: -0.1 per wrong guess, 1 for the right one; scored on each episode's last token.
     success, turns = stats["env_success"].astype(float), stats["turns"].astype(float)
     assert torch.allclose(torch.tensor(stats["env_reward"].astype(float)), torch.tensor(success - 0.1 * (turns - success)))
-    scorer = RewardScorer(compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False)), tok)
+    verl_cfg = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False))
+    scorer = RewardScorer(verl_cfg, tok, cfg.reward_model.timeout)
     scores, accuracy = scorer.episode_scores(batch)  # (6, 40)
     assert torch.allclose(scores.sum(-1), torch.tensor(stats["env_reward"].astype(float), dtype=torch.float32))
     assert accuracy == success.tolist()

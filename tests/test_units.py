@@ -179,7 +179,7 @@ def test_rewards_score_with_no_current_event_loop(tiny_model_dir, tiny_tokenizer
     from kit.worker import rollout_fields
 
     cfg, verl_cfg = configured(tiny_model_dir, "model_path=embedded:tiny")
-    scorer = RewardScorer(verl_cfg, tiny_tokenizer)
+    scorer = RewardScorer(verl_cfg, tiny_tokenizer, cfg.reward_model.timeout)
     prompt = torch.tensor([tiny_tokenizer("What is 2 + 3?")["input_ids"]] * 2)
     answers = [tiny_tokenizer(text)["input_ids"] + [tiny_tokenizer.eos_token_id] for text in (" 5", " 7")]
     width = max(len(ids) for ids in answers)
