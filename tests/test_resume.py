@@ -18,6 +18,25 @@ RUN = [*TINY, *SHAPED, "steps_per_epoch=4", "save_every=1", "val_every=2", "trai
        "training.actor.lr_schedule=cosine", "training.actor.mini_batch_size=2"]
 
 
+def start_run(out, *overrides):
+    """algorithm.py in the background, its output in files beside `out` (a pipe nobody reads could fill and stall it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "stdout.txt", "w") as stdout, open(out / "stderr.txt", "w") as stderr:
+        return subprocess.Popen([sys.executable, "algorithm.py", *overrides, f"output_dir={out}"], cwd=ROOT,
+                                stdout=stdout, stderr=stderr, text=True, start_new_session=True)
+
+
+def wait_for(process, path, text: str):
+    """Until `text` appears in the file at `path` (a line of metrics.jsonl, a message on stderr)."""
+    while not (path.exists() and text in path.read_text()):
+        assert process.poll() is None, f"the run ended before {text!r}"
+        time.sleep(0.05)
+
+
+def wait_for_step(out, process, step: int):
+    wait_for(process, out / "metrics.jsonl", f'"step": {step}, "train/')
+
+
 def learning_metrics(out) -> dict:
     """Every logged metric but timings and memory/throughput figures, keyed by (step, name)."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -29,12 +48,8 @@ def test_killed_run_resumes_exactly(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_kit(*RUN, f"output_dir={straight}").returncode == 0
 
-    process = subprocess.Popen([sys.executable, "algorithm.py", *RUN, f"output_dir={killed}"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    history = killed / "metrics.jsonl"
-    while not (history.exists() and '"step": 3, "train/' in history.read_text()):  # mid-run, likely mid-save
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
+    process = start_run(killed, *RUN)
+    wait_for_step(killed, process, 3)  # mid-run, likely mid-save
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -74,44 +89,33 @@ def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(tmp_path):
     assert "resumed from" in resumed.stdout and "global_step_1 (step 1)" in resumed.stdout
 
 
-def start_run(out, *overrides):
-    return subprocess.Popen([sys.executable, "algorithm.py", *TINY, *overrides, f"output_dir={out}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for_step(out, process, step: int):
-    history = out / "metrics.jsonl"
-    while not (history.exists() and f'"step": {step}, "train/' in history.read_text()):
-        assert process.poll() is None, "the run ended before the signal"
-        time.sleep(0.05)
 
 
 def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_path):
-    process = start_run(tmp_path, "steps_per_epoch=20", "save_every=0")
+    process = start_run(tmp_path, *TINY, "steps_per_epoch=20", "save_every=0")
     wait_for_step(tmp_path, process, 1)
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=300)
+    process.wait(timeout=300)
+    stdout, stderr = (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()
     assert process.returncode == 0, stderr[-3000:]
     stopped = [line for line in stdout.splitlines() if line.startswith("stopped by SIGTERM after step ")]
     assert stopped and "Traceback" not in stderr
     step = int(stopped[0].split("after step ")[1].split(":")[0])
     assert (tmp_path / "checkpoints" / f"global_step_{step}").is_dir()  # written although save_every=0
 
-    resumed = run_kit(*TINY, "steps_per_epoch=20", "save_every=0", "val_every=0", f"output_dir={tmp_path}",
-                      "steps_per_epoch=" + str(step + 1))
+    resumed = run_kit(*TINY, f"steps_per_epoch={step + 1}", "save_every=0", "val_every=0", f"output_dir={tmp_path}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(step {step})" in resumed.stdout
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
-    process = start_run(tmp_path, "steps_per_epoch=20", "save_every=0", "inference.max_response_length=48")
+    process = start_run(tmp_path, *TINY, "steps_per_epoch=20", "save_every=0", "inference.max_response_length=48")
     wait_for_step(tmp_path, process, 1)
     process.send_signal(signal.SIGINT)
-    for line in process.stderr:  # the second signal once the first has been taken, mid-step
-        if line.startswith("SIGINT: finishing this step"):
-            process.send_signal(signal.SIGINT)
-            break
-    _, stderr = process.communicate(timeout=120)
+    wait_for(process, tmp_path / "stderr.txt", "SIGINT: finishing this step")  # taken, mid-step: now the second
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert process.returncode == 128 + signal.SIGINT
     assert "SIGINT again: stopping now" in stderr and "Traceback" not in stderr
     assert not list(tmp_path.glob("checkpoints/global_step_*"))  # stopped before any checkpoint
@@ -120,13 +124,14 @@ def test_a_second_signal_stops_at_once(tmp_path):
 def test_a_worker_killed_mid_step_is_one_line_and_resume_continues(tmp_path):
     import psutil
 
-    process = start_run(tmp_path, "steps_per_epoch=4", "save_every=1")
+    process = start_run(tmp_path, *TINY, "steps_per_epoch=4", "save_every=1")
     wait_for_step(tmp_path, process, 2)
     workers = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::WorkerDict")]
     assert workers, "no Ray worker process found"
     for worker in workers:
         worker.kill()
-    _, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert process.returncode == 2 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("verl-kit: error: a Ray worker")
 
