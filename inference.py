@@ -2,8 +2,9 @@
 
 Engine `hf` (the default) generates inside verl's actor workers (kit/worker.py) with the kit's sampler
 (kit/sampler.py): a plain copy of the actor's model given its current weights before each rollout, a static
-KV cache, and on GPUs each decode step replayed as one CUDA graph. Engines `vllm` and `sglang` are verl's inference servers on the same GPUs, given the actor's
-weights before each rollout and put to sleep after it (kit/server_engine.py). All three take the same
+KV cache, and on GPUs each decode step replayed as one CUDA graph. Engines `vllm` and `sglang` are verl's
+inference servers on the same GPUs, given the actor's weights before each rollout and put to sleep after it
+(kit/server_engine.py). All three take the same
 requests and return the same layout. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
 
 With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/tools.py)

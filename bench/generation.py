@@ -4,9 +4,8 @@ usage: python bench/generation.py MODEL_DIR NEW_TOKENS OUT_JSON
   64 prompts x 8 samples, NEW_TOKENS new tokens each (every row runs to the limit: `generate` gets
   min_new_tokens, the sampler an eos it never meets), bf16, sampling at temperature 1. Each sampler variant runs
   twice and the second run is timed (the first captures the CUDA graph); `generate` is timed once, after a
-  short warm-up. Variants: plain `generate`, the
-  sampler step by step (cuda_graphs=false), the sampler with CUDA graphs. Also checks that greedy decoding
-  gives the same tokens with and without the graph.
+  short warm-up. Variants: plain `generate`, the sampler step by step (cuda_graphs=false), the sampler with
+  CUDA graphs. Also checks that greedy decoding gives the same tokens with and without the graph.
 """
 
 import json
@@ -67,19 +66,21 @@ def main(model_dir: str, new_tokens: int, out_path: str):
         json.dump(results, f, indent=1)
 
 
-def sampler_run(model, cuda_graphs: bool, input_ids, prompt_mask, new_tokens: int, pad: int):
+def loaded_sampler(model, cuda_graphs: bool) -> Sampler:
     sampler = Sampler(model.config, torch.bfloat16, torch.device("cuda"), cuda_graphs)
     sampler.load_weights(model)
+    return sampler
+
+
+def sampler_run(model, cuda_graphs: bool, input_ids, prompt_mask, new_tokens: int, pad: int):
+    sampler = loaded_sampler(model, cuda_graphs)
     # eos=-1: no row ever stops, as with min_new_tokens
     return lambda: sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1, pad=pad)
 
 
 def greedy_agrees(model, input_ids, prompt_mask, new_tokens: int, pad: int) -> bool:
-    outputs = []
-    for graphs in (False, True):
-        sampler = Sampler(model.config, torch.bfloat16, torch.device("cuda"), graphs)
-        sampler.load_weights(model)
-        outputs.append(sampler.generate(input_ids, prompt_mask, new_tokens, temperature=0.0, top_p=1.0, eos=-1, pad=pad)[0])
+    outputs = [loaded_sampler(model, graphs).generate(input_ids, prompt_mask, new_tokens, temperature=0.0, top_p=1.0,
+                                                      eos=-1, pad=pad)[0] for graphs in (False, True)]
     return bool(torch.equal(*outputs))
 
 
