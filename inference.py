@@ -4,8 +4,8 @@ Engine `hf` (the default) generates inside verl's actor workers (kit/worker.py) 
 (kit/sampler.py): a plain copy of the actor's model given its current weights before each rollout, a static
 KV cache, and on GPUs each decode step replayed as one CUDA graph. Engines `vllm` and `sglang` are verl's
 inference servers on the same GPUs, given the actor's weights before each rollout and put to sleep after it
-(kit/server_engine.py). All three take the same
-requests and return the same layout. Rows come back grouped by prompt: prompt i owns rows i*n .. i*n + n - 1.
+(kit/server_engine.py). All three take the same requests and return the same layout. Rows come back grouped by
+prompt: prompt i owns rows i*n .. i*n + n - 1.
 
 With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/tools.py)
 and their results come back as tool messages until it stops calling. With an env.py Environment class each

@@ -2,8 +2,9 @@
 
 Without flash-attn's cross-entropy kernel (the kit does not need flash-attn), verl 0.9.1's
 `logprobs_from_logits` falls back to a Python loop over every token: about ten thousand small kernels and
-autograd nodes per micro-batch. On an H200 a 135M model's update micro-batch of 32 x 300 tokens took 2.1 s
-with it and 0.27 s with this (bench/results/bench, kit-smollm2).
+autograd nodes per micro-batch. On an H200 a 135M model's update of 16 micro-batches of 32 x 300 tokens took
+33 s with it (2026-11-23, first bench/throughput.sh lease; its log, not kept) and 4.3 s with this
+(bench/results/bench/kit-smollm2).
 This computes the same values in chunks of rows in float32, and its backward recomputes the softmax from
 the logits, so nothing of vocabulary size is kept beyond the logits themselves.
 """
