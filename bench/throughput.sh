@@ -15,6 +15,7 @@
 #   *qwen*             the random Qwen2.5-0.5B shape, else the random SmolLM2-135M one (bench/random_model.py)
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
 #   2gpu, vllm         kit only: num_gpus=2 (else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
+#   microN             kit only: training.actor.batch_size_per_gpu=N
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
 # Kit throughput runs: 64 prompts x 8 responses (bench/throughput_task.py), $STEPS steps (default 5), Qwen with
@@ -27,7 +28,8 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   local name=${1%@*} gpus= shape=smollm2-135m len=${LEN:-256} ngpu=1 cmd
   [[ $1 == *@* ]] && gpus=${1#*@} && export CUDA_VISIBLE_DEVICES=$gpus
   local dir=$root/$name; mkdir -p $dir
-  for part in ${name//-/ }; do [[ $part =~ ^[0-9]+$ ]] && len=$part; done
+  local micro=; for part in ${name//-/ }; do
+    [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^micro([0-9]+)$ ]] && micro=${BASH_REMATCH[1]}; done
   [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
   [[ $name == *2gpu* ]] && ngpu=2
   case $name in
@@ -45,6 +47,10 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
            [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # the kit's micro-batch for the same shape
     *) echo "$name: unknown run (kit-* or trl-*)" >> $root/status; return ;;
   esac
+  [[ $name == kit-* && -n $micro ]] && cmd+=" training.actor.batch_size_per_gpu=$micro"
+  if [[ $name == *vllm* ]]; then  # vLLM's bundle (its own folder, unpacked by a later call: bench/gpu_setup.sh)
+    until [ -f /tmp/site-vllm/.unpacked ]; do sleep 10; done
+  fi
   if [[ $name == *learn* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
     until python -c "from kit.models import resolve_model_path; resolve_model_path('embedded:smollm2')" 2> /dev/null; do sleep 10; done
   fi
