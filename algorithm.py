@@ -186,7 +186,7 @@ def validate(run: Run, log: RunLog, step: int):
 
 def save(run: Run, step: int):
     """Everything a resumed run needs to continue as if never stopped (kit/checkpoints.py)."""
-    loop_state = {"kl_coef": run.kl_ctrl.value, "env": run.task.state_dict()}
+    loop_state = {"kl_coef": float(run.kl_ctrl.value), "env": run.task.state_dict()}  # float: the adaptive one is numpy's
     with checkpoints.writing(run.cfg, step, loop_state) as folder:
         training.save_checkpoint(run.workers, folder, step)
 

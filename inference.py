@@ -76,7 +76,7 @@ def load_tools(cfg, tokenizer) -> ToolBox | None:
     if not cfg.inference.multi_turn:
         return None
     return ToolBox(cfg.inference.tools, tokenizer, parser=cfg.inference.tool_parser, timeout=cfg.inference.tool_timeout,
-                   max_calls=cfg.inference.max_calls_per_turn)
+                   max_calls=cfg.inference.max_calls_per_turn, max_output=cfg.inference.max_tool_output)
 
 
 def generate(engine, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: bool = False, tools=None,

@@ -5,9 +5,15 @@ manager and loop_state.pt: the step, the KL controller, env.py's data cursor, th
 config that must match on resume, and the size of every file. It is written under a hidden name and
 renamed into place only when complete, so a crash mid-save never leaves a folder that looks valid; a folder
 whose files do not match its manifest (a copy cut short, a truncated file) is skipped with a warning.
+
+Checkpoints hold optimizer state and verl loads its files with torch.load(weights_only=False), which runs any
+code a crafted file carries: so they are private to their user (folders 0o700, files 0o600), a resume refuses
+one that another user could have written, and loop_state.pt holds only what torch.load(weights_only=True) reads.
 """
 
+import io
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -39,11 +45,14 @@ def writing(cfg, step: int, loop_state: dict):
     scratch, final = root / f".{PREFIX}{step}.partial", root / f"{PREFIX}{step}"
     for leftover in root.glob(f".{PREFIX}*.partial"):  # from a run killed mid-save
         shutil.rmtree(leftover)
+    _check_plain(loop_state)
     try:
-        scratch.mkdir(parents=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        scratch.mkdir(mode=0o700)
         yield str(scratch)
         state = {**loop_state, "step": step, "rng": _rng_states(), "config": _must_match(cfg), "files": _manifest(scratch)}
         torch.save(state, scratch / STATE_FILE)
+        limit_permissions(scratch, folders=0o700, files=0o600)
     except OSError as err:  # a full disk, a quota, a lost mount (also raised inside a worker)
         shutil.rmtree(scratch, ignore_errors=True)
         previous = _scan(root)[0]
@@ -66,11 +75,23 @@ def find(cfg) -> Path | None:
         if not is_complete(folder):
             raise KitError(f"resume={cfg.resume} is not a complete checkpoint (no {STATE_FILE}, or its files do not "
                            "match it): point resume at a global_step_N folder, or use resume=auto")
-        return folder
+        return _private(folder)
     complete, broken = _scan(checkpoint_root(cfg))
     for folder in broken:
         print(f"warning: checkpoint {folder} is incomplete or corrupt: skipped", file=sys.stderr)
-    return complete[-1] if complete else None
+    return _private(complete[-1]) if complete else None
+
+
+def _private(folder: Path) -> Path:
+    """The folder, if nobody but this user could have written into it: verl unpickles its files."""
+    for path in [folder, *folder.rglob("*")]:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise KitError(f"checkpoint {folder} could have been written by another user ({path} is "
+                           f"{'not yours' if info.st_uid != os.getuid() else 'group- or world-writable'}), and verl "
+                           f"unpickles its files, which can run code: if you trust it, chown it and chmod -R go-w "
+                           f"{folder}; else resume=off")
+    return folder
 
 
 def _scan(root: Path) -> tuple[list[Path], list[Path]]:
@@ -88,13 +109,20 @@ def _scan(root: Path) -> tuple[list[Path], list[Path]]:
 def is_complete(folder: Path) -> bool:
     try:
         state = load_state(folder)
+    except KitError:
+        raise
     except Exception:  # missing, truncated or not a checkpoint at all
         return False
     return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in state["files"].items())
 
 
 def load_state(folder: Path) -> dict:
-    return torch.load(Path(folder) / STATE_FILE, weights_only=False)
+    """loop_state.pt read as data (weights_only=True): whatever the file holds, no pickled code runs."""
+    try:
+        return torch.load(Path(folder) / STATE_FILE, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise KitError(f"checkpoint {folder} holds {_refused(err)}, which torch.load(weights_only=True) refuses: it "
+                       "comes from an older verl-kit or from elsewhere; move it away, or use a new output_dir") from None
 
 
 def check_matches(state: dict, cfg, folder: Path, critic: bool):
@@ -111,12 +139,39 @@ def check_matches(state: dict, cfg, folder: Path, critic: bool):
 
 def restore_rng(state: dict):
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    name, key, *position = state["rng"]["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), *position))
     torch.set_rng_state(state["rng"]["torch"])
 
 
 def _rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The driver's RNG states as plain values and tensors (numpy's key array as a list)."""
+    name, key, *position = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (name, key.tolist(), *position), "torch": torch.get_rng_state()}
+
+
+def _check_plain(loop_state: dict):
+    """What env.py's state_dict() returned must come back through torch.load(weights_only=True), as resume reads it."""
+    buffer = io.BytesIO()
+    torch.save(loop_state, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise KitError(f"the loop state holds {_refused(err)}, which torch.load(weights_only=True) refuses: env.py's "
+                       "state_dict() must return plain Python values (dicts, lists, numbers, strings) or torch "
+                       "tensors") from None
+
+
+def _refused(err: pickle.UnpicklingError) -> str:
+    """What torch.load(weights_only=True) refused, out of its long message (e.g. GLOBAL numpy...._reconstruct)."""
+    return str(err).split("Unsupported global: ")[-1].split(" was not")[0]
+
+
+def limit_permissions(folder, folders: int, files: int):
+    """Take away every permission bit beyond `folders` / `files` from the folder and everything in it."""
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        path.chmod(path.stat().st_mode & (folders if path.is_dir() else files))
 
 
 def _must_match(cfg) -> dict:

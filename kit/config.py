@@ -1,6 +1,7 @@
 """Load config.yaml with `key.sub=value` command-line overrides, and check it before anything starts."""
 
 import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,7 @@ from kit.errors import KitError
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
                  "keep_last_n", "inference.max_response_length", "training.actor.batch_size_per_gpu",
                  "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn",
+                 "inference.max_tool_output",
                  "inference.tensor_parallel_size", "inference.max_num_batched_tokens")
 # Keys whose default is null: any type passes the override check, so their values are checked here.
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
@@ -40,12 +42,23 @@ def _set(base: DictConfig, cfg: DictConfig, key: str, value):
 
 
 def _read_yaml(path: str) -> DictConfig:
+    content = read_yaml(path, "config file", "run from the kit's folder, or check config=FILE")
+    if not isinstance(content, dict):
+        raise KitError(f"config file '{path}' must hold `key: value` lines, not a {type(content).__name__}: "
+                       "see config.yaml")
+    return OmegaConf.create(content)
+
+
+def read_yaml(path: str, what: str, fix: str):
+    """A YAML file's content ({} when empty), or a one-line error naming `what` file it is; `fix` when missing."""
     try:
-        return OmegaConf.create(yaml.safe_load(Path(path).read_text()))
-    except FileNotFoundError:
-        raise KitError(f"config file '{path}' not found: run from the kit's folder, or check config=FILE") from None
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise KitError(f"{what} '{path}' not found: {fix}") from None
+    except UnicodeDecodeError:
+        raise KitError(f"{what} '{path}' is not UTF-8 text: save it as UTF-8") from None
     except yaml.YAMLError as err:
-        raise KitError(f"config file '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+        raise KitError(f"{what} '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
 
 
 def _flatten(node: DictConfig, prefix: str = "") -> list[tuple[str, object]]:
@@ -94,11 +107,14 @@ def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
 
 
 def _check_type(key: str, default, value):
-    """An override must have the type of the value it replaces (an int passes for a float)."""
-    if default is None or isinstance(default, str) and not isinstance(value, (dict, list)):
+    """An override must have the type of the value it replaces (an int passes for a float; null only where the
+    default is null)."""
+    if default is None or isinstance(default, str) and value is not None and not isinstance(value, (dict, list)):
         return
     expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise KitError(f"config key '{key}' must be a finite number, got {value}")
         return
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return
@@ -120,6 +136,8 @@ def _check_values(cfg: DictConfig):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise KitError(f"config key '{key}' must be a positive integer, got {value!r}")
+    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise KitError(f"config key 'output_dir' names the file '{cfg.output_dir}': name a folder (it is made if missing)")
     if cfg.num_gpus != "auto" and (not isinstance(cfg.num_gpus, int) or cfg.num_gpus < 0):
         raise KitError(f"config key 'num_gpus' must be auto or an integer >= 0, got {cfg.num_gpus!r}")
     for key in ("inference.top_p", "inference.gpu_memory_utilization"):
@@ -132,7 +150,8 @@ def _check_values(cfg: DictConfig):
             raise KitError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
     for key in OPTIONAL_NUMBERS:
         value = OmegaConf.select(cfg, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is not None and not number:
             raise KitError(f"config key '{key}' must be a number or null, got {value!r}")
     per_turn = cfg.inference.max_tokens_per_turn
     if per_turn is not None and (not isinstance(per_turn, int) or isinstance(per_turn, bool) or per_turn <= 0):

@@ -1,12 +1,14 @@
 """Datasets in verl's format: the parquet files verl's preprocessing scripts write (examples/data_preprocess),
-or JSON lines with the same fields. A row: data_source, prompt (chat messages), reward_model.ground_truth,
-and optionally extra_info (a dict, given to the reward function)."""
+or JSON lines with the same fields. A row: data_source, prompt (chat messages, or text), reward_model.ground_truth,
+and optionally extra_info (a dict, given to the reward function). Every row is checked when the file is read."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas
 
 from kit.errors import KitError
+from kit.task import is_missing, is_prompt
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
 
@@ -15,28 +17,26 @@ class VerlDataset:
     def __init__(self, path):
         self.path = Path(path)
         frame = _read(self.path)
+        if frame.empty:
+            raise KitError(f"{path} has no rows: point the task at a file with problems")
         missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
         if missing:
             raise KitError(f"{path} has no column(s) {', '.join(missing)}: verl's format needs data_source, prompt "
                            "and reward_model.ground_truth in every row")
-        if frame.empty:
-            raise KitError(f"{path} has no rows: point the task at a file with problems")
-        self.rows = frame.to_dict("records")
-        for index, row in enumerate(self.rows):
-            if not isinstance(row["reward_model"], dict) or row["reward_model"].get("ground_truth") is None:
-                raise KitError(f"{path} row {index} has no reward_model.ground_truth: give every row its answer")
+        self.rows = [_row(record, f"{path} row {index}") for index, record in enumerate(frame.to_dict("records"))]
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def batch(self, indices) -> dict:
-        """The rows at `indices` as env.py's get_batch returns them."""
+        """The rows at `indices` as env.py's get_batch returns them (copies: verl writes into extra_info)."""
         rows = [self.rows[i] for i in indices]
         return {
-            "prompts": [_prompt(row["prompt"]) for row in rows],
-            "ground_truths": [row["reward_model"]["ground_truth"] for row in rows],
+            "prompts": [row["prompt"] if isinstance(row["prompt"], str) else [dict(m) for m in row["prompt"]]
+                        for row in rows],
+            "ground_truths": [row["ground_truth"] for row in rows],
             "data_sources": [row["data_source"] for row in rows],
-            "extra_infos": [dict(row.get("extra_info") or {}) for row in rows],
+            "extra_infos": [dict(row["extra_info"]) for row in rows],
         }
 
 
@@ -53,6 +53,21 @@ def _read(path: Path) -> pandas.DataFrame:
     raise KitError(f"dataset file '{path}' is neither .parquet nor .jsonl: convert it to one of them")
 
 
-def _prompt(prompt):
-    """A chat prompt as plain message dicts (parquet gives an array of dicts), or the string as it is."""
-    return prompt if isinstance(prompt, str) else [{"role": m["role"], "content": m["content"]} for m in prompt]
+def _row(record: dict, where: str) -> dict:
+    """One row's fields, checked: a prompt as text or plain message dicts (parquet gives an array of dicts)."""
+    prompt, reward_model, extra_info = record["prompt"], record["reward_model"], record.get("extra_info")
+    if not isinstance(record["data_source"], str):
+        raise KitError(f"{where} has the data_source {record['data_source']!r:.100}: give every row a name (a string)")
+    if isinstance(prompt, np.ndarray):
+        prompt = list(prompt)
+    if not is_prompt(prompt):
+        raise KitError(f"{where} has the prompt {prompt!r:.100}: a prompt is text or a list of "
+                       "{'role': ..., 'content': ...} messages")
+    if isinstance(prompt, list):
+        prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
+    if not isinstance(reward_model, dict) or is_missing(reward_model.get("ground_truth")):
+        raise KitError(f"{where} has no reward_model.ground_truth: give every row its answer")
+    if not (is_missing(extra_info) or isinstance(extra_info, dict)):
+        raise KitError(f"{where} has the extra_info {extra_info!r:.100}: extra_info is a dict, or left out")
+    return {"prompt": prompt, "ground_truth": reward_model["ground_truth"], "data_source": record["data_source"],
+            "extra_info": {} if is_missing(extra_info) else extra_info}

@@ -7,7 +7,6 @@ first failure: then the function itself is broken, and the last checkpoint holds
 """
 
 import asyncio
-import math
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,7 @@ from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager
 
 from kit.errors import KitError
-from kit.task import Problems
+from kit.task import Problems, is_finite_number
 
 
 class RewardFailure(Exception):
@@ -59,8 +58,9 @@ class RewardScorer:
         except AttributeError:
             raise KitError(f"reward file '{fn.path}' has no function '{fn.name}': "
                            "set reward_model.custom_reward_function.name") from None
-        except Exception as err:  # the user's module failed to import
-            raise KitError(f"reward file '{fn.path}' failed to import ({type(err).__name__}: {err}): fix it") from None
+        except Exception as err:  # the user's module failed to import (verl wraps the error in a RuntimeError)
+            cause = err.__cause__ or err
+            raise KitError(f"reward file '{fn.path}' failed to import ({type(cause).__name__}: {cause}): fix it") from None
         self.manager.loop.set_default_executor(DaemonThreads())
         self.where = f"{fn.name} in {fn.path}"
         self.timeout = timeout  # seconds per call (a hung call's thread cannot be stopped; it is abandoned)
@@ -119,10 +119,13 @@ class RewardScorer:
             return RewardTimeout(f"reward function {self.where} took longer than reward_model.timeout="
                                  f"{self.timeout} s: make it faster or raise the timeout")
         except Exception as err:
-            return RewardFailure(f"reward function {self.where} raised {type(err).__name__}: {err}: fix the "
+            return RewardFailure(f"reward function {self.where} raised {type(err).__name__}: {err!s:.200}: fix the "
                                  "function (it must return a number for every response)")
-        score = result["reward_score"]
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            return RewardFailure(f"reward function {self.where} returned {score!r}: it must return a finite "
-                                 "number or a dict with a numeric 'score'")
-        return result
+        score, accuracy = result["reward_score"], result["reward_extra_info"].get("acc", 0.0)
+        if not is_finite_number(score):
+            return RewardFailure(f"reward function {self.where} returned {score!r:.100}: it must return a finite "
+                                 "number or a dict with a numeric 'score' (one call per response)")
+        if not (isinstance(accuracy, bool) or is_finite_number(accuracy)):
+            return RewardFailure(f"reward function {self.where} returned 'acc': {accuracy!r:.100}: the 'acc' of its "
+                                 "dict must be a finite number or a bool")
+        return {**result, "reward_score": float(score)}

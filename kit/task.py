@@ -3,6 +3,7 @@ return value checked so that a task bug reads as one line naming the fix."""
 
 import importlib.util
 import math
+import numbers
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ class Problems:
 
 class Task:
     def __init__(self, path: str):
-        self.module = _import(path)
+        if not Path(path).is_file():
+            raise KitError(f"env file '{path}' not found: set env to your task file (env.py by default)")
+        self.module = import_file(path, "env file")
         self.environment = getattr(self.module, "Environment", None)  # a class: reset(seed), step(action)
         if self.environment is None and not callable(getattr(self.module, "get_batch", None)):
             raise KitError(f"{path} defines neither get_batch(size) nor an Environment class: add one (see env.py "
@@ -68,21 +71,39 @@ class Task:
             self.module.load_state_dict(state)
 
 
-def _import(path: str):
-    """The task file, imported as a module named after it."""
-    if not Path(path).is_file():
-        raise KitError(f"env file '{path}' not found: set env to your task file (env.py by default)")
+def import_file(path: str, what: str):
+    """A Python file the config names (the task, a tool's module), imported as a module named after it."""
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except KitError:  # the file's own one-line error (a VerlDataset it loads, say)
+        raise
+    except Exception as err:
+        raise KitError(f"{what} '{path}' failed to import ({type(err).__name__}: {err}): fix it") from None
     return module
+
+
+def is_finite_number(value) -> bool:
+    """A real number (numpy's included), not a bool, not NaN or infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_missing(value) -> bool:
+    """None or NaN: how pandas and JSON leave an empty field."""
+    return value is None or isinstance(value, float) and math.isnan(value)
 
 
 def checked_batch(get_batch, size: int, data_source: str = "") -> Problems:
     """Call get_batch(size) and return its problems, or raise a KitError naming the problem. Besides prompts and
     ground_truths, a batch may carry per-prompt 'data_sources' and 'extra_infos' (as verl's parquet rows do)."""
     where = f"{get_batch.__module__}.{get_batch.__name__}({size})"
-    batch = get_batch(size)
+    try:
+        batch = get_batch(size)
+    except KitError:  # a VerlDataset's own line
+        raise
+    except Exception as err:  # a row it cannot parse, say
+        raise KitError(f"{where} raised {type(err).__name__}: {err!s:.200}: fix it (or its data)") from None
     if not isinstance(batch, dict) or not {"prompts", "ground_truths"} <= batch.keys():
         raise KitError(f"{where} must return a dict with 'prompts' and 'ground_truths' lists, got {type(batch).__name__}")
     prompts, truths = list(batch["prompts"]), list(batch["ground_truths"])
@@ -93,11 +114,14 @@ def checked_batch(get_batch, size: int, data_source: str = "") -> Problems:
     if len(prompts) != size:
         raise KitError(f"{where} returned {len(prompts)} prompts instead of {size}: return exactly `size`")
     for prompt in prompts:
-        if not _is_prompt(prompt):
-            raise KitError(f"{where} returned the prompt {prompt!r}: a prompt is a string or a list of "
+        if not is_prompt(prompt):
+            raise KitError(f"{where} returned the prompt {prompt!r:.200}: a prompt is a string or a list of "
                            "{'role': ..., 'content': ...} messages")
+        if not _is_unicode(prompt):
+            raise KitError(f"{where} returned a prompt that is not valid Unicode text ({prompt!r:.100}): decode your "
+                           "data as UTF-8 (errors='replace' keeps what can be read)")
     for truth in truths:
-        if truth is None or isinstance(truth, float) and math.isnan(truth):
+        if is_missing(truth):
             raise KitError(f"{where} returned a missing ground truth ({truth!r}): give every prompt its answer")
     data_sources = _optional_list(batch, "data_sources", [data_source] * size, str, where)
     extra_infos = _optional_list(batch, "extra_infos", [{} for _ in range(size)], dict, where)
@@ -111,11 +135,21 @@ def _optional_list(batch: dict, key: str, default: list, kind: type, where: str)
     return values
 
 
-def _is_prompt(prompt) -> bool:
+def is_prompt(prompt) -> bool:
     if isinstance(prompt, str):
         return bool(prompt)
     return isinstance(prompt, list) and bool(prompt) and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
+
+
+def _is_unicode(prompt) -> bool:
+    """False for text holding lone surrogates (bytes read with errors='surrogateescape', a JSON '\\udcff'),
+    which tokenizers cannot encode."""
+    try:
+        (prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def start_messages(env, seed: int) -> list[dict]:
@@ -138,7 +172,7 @@ def checked_step(env, action: str) -> tuple[str, float, bool, dict]:
     if not isinstance(observation, str):
         raise KitError(f"{name} returned an observation of type {type(observation).__name__}: return a string "
                        "(an empty one when the episode is done)")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+    if not is_finite_number(reward):
         raise KitError(f"{name} returned the reward {reward!r}: return a finite number (0.0 for none)")
     if done not in (True, False) or not isinstance(info, dict):
         raise KitError(f"{name} returned done={done!r}, info of type {type(info).__name__}: done must be True or "

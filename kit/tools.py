@@ -6,24 +6,26 @@ tools.yaml takes two forms of entry, mixed freely:
 Calls are read from the model's text by verl's ToolParser registry (`inference.tool_parser`, hermes by
 default). Whatever goes wrong with a call (malformed JSON, unknown tool, wrong argument types, a tool that
 raises or runs past the timeout) comes back as an error message the model reads as that call's result; the
-episode goes on.
+episode goes on. A result longer than inference.max_tool_output characters is cut, the cut marked. The model
+picks tools only by their tools.yaml name and passes only the arguments their schema declares.
 """
 
 import asyncio
-import importlib.util
 import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import uuid4
 
-import yaml
 from verl.experimental.agent_loop import tool_parser
 from verl.experimental.agent_loop.tool_parser import ToolParser
 from verl.tools.schemas import OpenAIFunctionToolSchema
 from verl.tools.tool_registry import get_tool_class
 
+from kit.config import read_yaml
 from kit.errors import KitError
+from kit.task import import_file
 
 # verl logs each unreadable call as an error; here the model is told instead (ToolBox._run_calls).
 logging.getLogger(tool_parser.__file__).setLevel(logging.CRITICAL)
@@ -37,14 +39,20 @@ class ToolResult:
     ok: bool  # False: the call was malformed or failed
     reward: float = 0.0  # added to the episode's reward
 
+    def cut(self, limit: int) -> "ToolResult":
+        """At most `limit` characters of text, so that one huge result cannot flood the model's context."""
+        if len(self.text) <= limit:
+            return self
+        return replace(self, text=f"{self.text[:limit]}\n[... {len(self.text) - limit} more characters cut]")
+
 
 class ToolBox:
-    def __init__(self, path: str, tokenizer, parser: str, timeout: float, max_calls: int):
+    def __init__(self, path: str, tokenizer, parser: str, timeout: float, max_calls: int, max_output: int):
         self.tools = {tool.name: tool for tool in load_tools(path)}
         if parser not in ToolParser._registry:
             raise KitError(f"inference.tool_parser '{parser}' is unknown: choose one of {', '.join(ToolParser._registry)}")
         self.parser = ToolParser.get_tool_parser(parser, tokenizer)
-        self.parser_name, self.timeout, self.max_calls = parser, timeout, max_calls
+        self.parser_name, self.timeout, self.max_calls, self.max_output = parser, timeout, max_calls, max_output
         self.loop = asyncio.new_event_loop()
 
     @property
@@ -65,7 +73,7 @@ class ToolBox:
         unread = self.parser.tokenizer.decode(response_ids).count("<tool_call>") - len(calls) if self.parser_name == "hermes" else 0
         results += [ToolResult('error: a <tool_call> block is not valid JSON: write <tool_call>{"name": "...", '
                                '"arguments": {...}}</tool_call>', ok=False)] * max(0, unread)
-        return results
+        return [result.cut(self.max_output) for result in results]
 
     async def _call(self, name: str, arguments: str) -> ToolResult:
         tool = self.tools.get(name)
@@ -84,6 +92,8 @@ class ToolBox:
             return ToolResult(f"error: {name} took longer than {self.timeout} s and was stopped", ok=False)
         except Exception as err:  # the tool's own failure is the model's information, not the run's end
             return ToolResult(f"error: {name} failed: {type(err).__name__}: {err}", ok=False)
+        if not math.isfinite(reward):
+            return ToolResult(f"error: {name} failed: it returned the reward {reward}", ok=False)
         return ToolResult(text, ok=True, reward=reward)
 
 
@@ -145,12 +155,7 @@ class VerlTool:
 
 
 def load_tools(path: str) -> list:
-    try:
-        content = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise KitError(f"tools file '{path}' not found: set inference.tools to your tools.yaml") from None
-    except yaml.YAMLError as err:
-        raise KitError(f"tools file '{path}' is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+    content = read_yaml(path, "tools file", "set inference.tools to your tools.yaml")
     entries = content.get("tools") if isinstance(content, dict) else None
     if not isinstance(entries, list):
         raise KitError(f"tools file '{path}' must hold a list under `tools:` (see tools.yaml)")
@@ -171,9 +176,7 @@ def _load_function(reference: str, where: str):
     file, _, name = reference.partition(":")
     if not Path(file).is_file() or not name:
         raise KitError(f"{where}: function '{reference}' must be FILE.py:NAME with an existing file")
-    spec = importlib.util.spec_from_file_location(Path(file).stem, file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(file, f"{where}: tool file")
     if not callable(getattr(module, name, None)):
         raise KitError(f"{where}: {file} has no function '{name}'")
     return getattr(module, name)

@@ -22,6 +22,7 @@ from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
 from kit import cpu_platform, token_log_probs
 from kit.batching import rollout_layout
+from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
 
 
@@ -81,6 +82,7 @@ class KitWorker(ActorRolloutRefWorker):
             model.generation_config = model_config.generation_config or model.generation_config
             model.save_pretrained(path, state_dict=state_dict)
             model_config.tokenizer.save_pretrained(path)
+            limit_permissions(path, folders=0o755, files=0o644)  # others may read the model, never change it
         torch.distributed.barrier()
 
 

@@ -1,6 +1,7 @@
 """`python algorithm.py` as a user runs it: real verl workers on Ray, CPU, a tiny model and the embedded SmolLM2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -22,9 +23,16 @@ def run_kit(*overrides, timeout=600):
 
 def test_two_steps_on_a_tiny_model(tmp_path):
     out = tmp_path / "run"
-    result = run_kit(*TINY, "num_cpu_workers=2", "steps_per_epoch=2", "val_every=1", "training.actor.use_kl_loss=true",
-                     f"output_dir={out}")
+    umask = os.umask(0)  # the most open umask: checkpoints must stay private and the export unwritable by others
+    try:
+        result = run_kit(*TINY, "num_cpu_workers=2", "steps_per_epoch=2", "val_every=1", "training.actor.use_kl_loss=true",
+                         f"output_dir={out}")
+    finally:
+        os.umask(umask)
     assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints, export = out / "checkpoints", out / "hf_model"
+    assert all(path.stat().st_mode & 0o077 == 0 for path in [checkpoints, *checkpoints.rglob("*")])
+    assert all(path.stat().st_mode & 0o022 == 0 for path in [export, *export.rglob("*")])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [row for row in rows if "train/reward_mean" in row]
     assert [row["step"] for row in train] == [1, 2]

@@ -44,7 +44,7 @@ def test_calculator_computes_and_never_runs_code():
 
 def test_every_bad_call_becomes_a_message_for_the_model(smollm2_tokenizer, monkeypatch):
     monkeypatch.chdir(ROOT)
-    box = ToolBox("tools.yaml", smollm2_tokenizer, parser="hermes", timeout=2, max_calls=2)
+    box = ToolBox("tools.yaml", smollm2_tokenizer, parser="hermes", timeout=2, max_calls=2, max_output=4096)
     tok = smollm2_tokenizer
     assert calls(box, tok, "I will compute. " + hermes("calculator", {"expression": "123*456"})) == [("56088", True)]
     assert calls(box, tok, "no call, just an answer: 42") == []
@@ -68,7 +68,7 @@ def test_a_tool_that_hangs_times_out(smollm2_tokenizer, tmp_path, monkeypatch):
     (tmp_path / "tools.yaml").write_text(
         "tools:\n  - name: sleepy\n    description: sleeps\n    parameters:\n      seconds: {type: number}\n"
         "    function: tests/fixtures/slow_tools.py:sleepy\n")
-    box = ToolBox(str(tmp_path / "tools.yaml"), smollm2_tokenizer, parser="hermes", timeout=0.2, max_calls=1)
+    box = ToolBox(str(tmp_path / "tools.yaml"), smollm2_tokenizer, parser="hermes", timeout=0.2, max_calls=1, max_output=4096)
     assert calls(box, smollm2_tokenizer, hermes("sleepy", {"seconds": 0.01})) == [("awake", True)]
     [(result, ok)] = calls(box, smollm2_tokenizer, hermes("sleepy", {"seconds": 2}))
     assert not ok and "took longer than 0.2 s" in result
@@ -77,7 +77,7 @@ def test_a_tool_that_hangs_times_out(smollm2_tokenizer, tmp_path, monkeypatch):
 def test_verl_tool_yaml_and_tool_rewards(smollm2_tokenizer, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "fixtures"))
-    box = ToolBox("tests/fixtures/tools_verl_and_kit.yaml", smollm2_tokenizer, parser="hermes", timeout=2, max_calls=2)
+    box = ToolBox("tests/fixtures/tools_verl_and_kit.yaml", smollm2_tokenizer, parser="hermes", timeout=2, max_calls=2, max_output=4096)
     assert [s["function"]["name"] for s in box.schemas] == ["calculator", "shout"]
     [result] = box.run_calls(smollm2_tokenizer(hermes("shout", {"text": "hi"}), add_special_tokens=False)["input_ids"])
     assert (result.text, result.ok, result.reward) == ("HI", True, 0.5)
