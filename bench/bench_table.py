@@ -2,7 +2,7 @@
 
 DIR/<run>/metrics.jsonl is a kit run, DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside
 either is nvidia-smi's memory in use every 0.25 s. Prints one markdown table of the throughput runs (kit: means
-of steps 2..end, step 1 includes warm-up and compilation; TRL: trl_bench.py's own means of steps 2..end) with
+of steps 2..end, step 1 includes warm-up and compilation, as does a resumed run's first step; TRL: trl_bench.py's own means of steps 2..end) with
 the TRL/kit step-time and 2gpu/1gpu ratios under it, and one of the learning runs (*learn*): held-out accuracy
 against training wall seconds (kit: cumulative timing/step of the train rows, validation left out). Writes
 DIR/summary.json and, with matplotlib, DIR/learning_curve.png. A value a run did not record shows as "-".
@@ -14,6 +14,7 @@ perf/mfu/actor (verl's estimate, actor update only).
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ COLUMNS = ("run", "model", "new tokens", "step s", "generation s", "rollout tok/
 
 
 def model_of(run: str) -> str:
+    if "default" in run:
+        return "smollm2-135m (default task)"
     if "learn" in run:
         return "smollm2-135m (trained)"
     return "qwen2.5-0.5b (random)" if "qwen" in run else "smollm2-135m (random)"
@@ -34,8 +37,11 @@ def ratio(num, den):
     return num / den if num is not None and den else None
 
 
-def kit_row(rows: list[dict]) -> dict:
-    train = [r for r in rows if "train/reward_mean" in r][1:]  # step 1 includes warm-up and compilation
+def kit_row(rows: list[dict], resumed_at: int | None = None) -> dict:
+    """Means over the train rows but the first of each process (warm-up and compilation: step 1, and the step
+    after the checkpoint a resumed run started from)."""
+    warm_up = {1, None if resumed_at is None else resumed_at + 1}
+    train = [r for r in rows if "train/reward_mean" in r and r["step"] not in warm_up]
 
     def total(value):
         """value(row) summed over the steps; None when a step lacks a key it reads."""
@@ -101,7 +107,9 @@ def main(folder: Path):
             continue
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            row, curve = kit_row(rows), kit_curve(rows)
+            resumed = re.search(r"global_step_(\d+)", (run_dir / "resumed.txt").read_text()) \
+                if (run_dir / "resumed.txt").exists() else None
+            row, curve = kit_row(rows, resumed and int(resumed[1])), kit_curve(rows)
         elif result.exists():
             data = json.loads(result.read_text())
             row, curve = trl_row(data), data.get("curve", [])
@@ -121,8 +129,8 @@ def main(folder: Path):
     for run, row in throughput.items():
         if run.startswith("trl-") and "kit-" + run[4:] in throughput:
             ratios[f"{run} / kit-{run[4:]} step time"] = ratio(row["step s"], throughput["kit-" + run[4:]]["step s"])
-        one_gpu = run.replace("-2gpu", "")
-        if one_gpu != run and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
+        one_gpu = run.replace("-2gpu", "").replace("-resume", "")
+        if "-2gpu" in run and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
             ratios[f"{run} / {one_gpu} throughput"] = ratio(throughput[one_gpu]["step s"], row["step s"])
     for name, value in ratios.items():
         print(f"- {name}: {fmt(value)}x")

@@ -18,6 +18,8 @@
 #   microN             kit only: training.actor.batch_size_per_gpu=N
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
+#   kit-default*       the kit's default task for $STEPS steps (default 20), a checkpoint every 10; with *resume*
+#                      the run is killed (SIGKILL) once step 12 is logged and started again: it resumes from step 10
 # Kit throughput runs: 64 prompts x 8 responses (bench/throughput_task.py), $STEPS steps (default 5), Qwen with
 # micro-batch $QWEN_MICRO (default 16). $MODELS (default /tmp/models) holds the random models, built first if
 # missing. $EXTRA is appended to every kit command (a CPU dry run: EXTRA="num_gpus=0 batch_size=4 ...", and
@@ -33,6 +35,10 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
   [[ $name == *2gpu* ]] && ngpu=2
   case $name in
+    kit-default*) cmd="python algorithm.py steps_per_epoch=${STEPS:-20} save_every=10 val_every=0 output_dir=$dir
+                       num_gpus=$ngpu"
+                  [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
+                  cmd+=" $EXTRA" ;;
     kit-learn*) cmd="python algorithm.py steps_per_epoch=100 val_every=10 save_every=0 resume=off output_dir=$dir
                      num_gpus=$ngpu $EXTRA" ;;
     kit-*) cmd="python algorithm.py env=bench/throughput_task.py model_path=$models/$shape batch_size=64 n_generations=8
@@ -51,7 +57,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   if [[ $name == *vllm* ]]; then  # vLLM's bundle (its own folder, unpacked by a later call: bench/gpu_setup.sh)
     until [ -f /tmp/site-vllm/.unpacked ]; do sleep 10; done
   fi
-  if [[ $name == *learn* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
+  if [[ $name == *learn* || $name == *default* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
     until python -c "from kit.models import resolve_model_path; resolve_model_path('embedded:smollm2')" 2> /dev/null; do sleep 10; done
   fi
   if [[ $name == trl-* ]]; then  # TRL sees /tmp/trl and the machine's own torch and transformers, never verl
@@ -65,7 +71,13 @@ print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
   nvidia-smi ${gpus:+-i $gpus} --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 250 \
     > $dir/gpu_mem.csv 2> /dev/null & local sampler=$!
   echo $cmd >> $dir/run.log
+  if [[ $name == *resume* ]]; then  # killed once step 12 is logged, then the same command resumes it
+    setsid $cmd >> $dir/run.log 2>&1 & local pid=$!
+    until grep -q '"step": 12, "train/' $dir/metrics.jsonl 2> /dev/null || ! kill -0 $pid 2> /dev/null; do sleep 0.2; done
+    kill -KILL -- -$pid; wait $pid; echo "== killed by SIGKILL after step 12" >> $dir/run.log
+  fi
   $cmd >> $dir/run.log 2>&1
+  [[ $name == *resume* ]] && grep -o 'resumed from [^ ]*' $dir/run.log > $dir/resumed.txt
   echo "$name rc=$?" >> $root/status; kill $sampler 2> /dev/null
 }
 
@@ -92,7 +104,7 @@ cat $root/status; cp $root/status $OUT/; tail -c 1000 $root/driver.log > $OUT/dr
 shopt -s nullglob
 for dir in $root/*/; do
   name=$(basename $dir); mkdir -p $OUT/$name
-  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
+  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
   echo "== $name: $(grep -c '"train/' $dir/metrics.jsonl 2> /dev/null) kit steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
   tail -c 400 $dir/run.log; echo
 done
