@@ -76,9 +76,9 @@ print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
     until grep -q '"step": 12, "train/' $dir/metrics.jsonl 2> /dev/null || ! kill -0 $pid 2> /dev/null; do sleep 0.2; done
     kill -KILL -- -$pid; wait $pid; echo "== killed by SIGKILL after step 12" >> $dir/run.log
   fi
-  $cmd >> $dir/run.log 2>&1
+  $cmd >> $dir/run.log 2>&1; local rc=$?
   [[ $name == *resume* ]] && grep -o 'resumed from [^ ]*' $dir/run.log > $dir/resumed.txt
-  echo "$name rc=$?" >> $root/status; kill $sampler 2> /dev/null
+  echo "$name rc=$rc" >> $root/status; kill $sampler 2> /dev/null
 }
 
 if [ "$1" = --background ]; then  # the runs themselves, started by the first call below
