@@ -8,7 +8,7 @@ step (model forward, sampling, eos bookkeeping) can be captured once and replaye
 All n responses of a prompt are rows of the same batch; each row stops at its own eos (later tokens are
 pad), and the loop ends when every row has.
 
-The copy's weights are refreshed from the FSDP actor before every rollout (`load_weights`), in place, so the
+The copy's weights are refreshed from the FSDP actor after each update (`load_weights`), in place, so the
 captured graphs stay valid: the sampler always samples the current policy.
 """
 

@@ -2,7 +2,7 @@
 TrainingWorker as the PPO critic.
 
 verl 0.9.1 has no usable HF rollout, so `generate` samples with the kit's sampler (kit/sampler.py): an
-unsharded copy of the actor's model in each worker, given the actor's current weights before every rollout,
+unsharded copy of the actor's model in each worker, given the actor's weights after each update,
 decoding with a static KV cache and CUDA graphs. On CPU, one GPU or N GPUs.
 """
 
@@ -43,6 +43,7 @@ class KitWorker(ActorRolloutRefWorker):
         self.role = role
         self._is_ref = "ref" in role
         self.sampler = None  # the hf engine's sampler, built at the first rollout
+        self.sampler_policy = None  # the policy version whose weights the sampler holds
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def generate(self, prompts: TensorDict) -> TensorDict:
@@ -50,8 +51,13 @@ class KitWorker(ActorRolloutRefWorker):
         meta = {key: tu.get(prompts, key) for key in ("temperature", "top_p", "max_new_tokens", "seed", "eos", "pad",
                                                       "cuda_graphs")}
         sampler = self._sampler(meta["cuda_graphs"])
-        with gathered_weights(self.actor.engine.module):
-            sampler.load_weights(self.actor.engine.module)  # the current policy
+        # The policy changes only at an update, and each update steps the LR scheduler once (verl's last
+        # mini-batch does): later turns of an episode and validation after a rollout skip the gather and copy.
+        policy = self.actor.engine.lr_scheduler.last_epoch
+        if policy != self.sampler_policy:
+            with gathered_weights(self.actor.engine.module):
+                sampler.load_weights(self.actor.engine.module)
+            self.sampler_policy = policy
         # Each data-parallel rank draws its own samples.
         torch.manual_seed(meta["seed"] + 1_000_003 * self.actor.engine.get_data_parallel_rank())
         input_ids = prompts["input_ids"].to(sampler.device)  # (B, P)

@@ -70,6 +70,11 @@ def test_update_changes_the_policy_that_generates_next(setup, tmp_path):
     assert metrics["actor/grad_norm"] > 0 and np.isfinite(metrics["actor/pg_loss"]) and "actor/kl_loss" in metrics
     after = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
     assert not torch.allclose(after, batch.batch["old_log_probs"])
+    # the sampler generates with the updated weights: its log-probs are the trainer's new ones
+    fresh = inference.generate(workers.actor, tok, PROMPTS, cfg, n=2, seed=3)
+    trainer = training.compute_log_probs(workers, fresh, cfg).batch["old_log_probs"]
+    mask = fresh.batch["response_mask"].bool()
+    assert torch.allclose(fresh.batch["rollout_log_probs"][mask], trainer[mask], atol=1e-5)
     # the reference model stays frozen
     ref_after = training.compute_ref_log_probs(workers, batch, cfg).batch["ref_log_prob"]
     assert torch.allclose(ref_after, batch.batch["ref_log_prob"])
