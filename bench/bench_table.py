@@ -3,7 +3,7 @@
 DIR/<run>/metrics.jsonl is a kit run, DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside
 either is nvidia-smi's memory in use every 0.25 s. Prints one markdown table of the throughput runs (kit: means
 of steps 2..end, step 1 includes warm-up and compilation, as does a resumed run's first step; TRL: trl_bench.py's own means of steps 2..end) with
-the TRL/kit step-time and 2gpu/1gpu ratios under it, and one of the learning runs (*learn*): held-out accuracy
+the TRL/kit step-time and Ngpu/1gpu throughput ratios under it, and one of the learning runs (*learn*): held-out accuracy
 against training wall seconds (kit: cumulative timing/step of the train rows, validation left out). Writes
 DIR/summary.json and, with matplotlib, DIR/learning_curve.png. A value a run did not record shows as "-".
 
@@ -129,8 +129,8 @@ def main(folder: Path):
     for run, row in throughput.items():
         if run.startswith("trl-") and "kit-" + run[4:] in throughput:
             ratios[f"{run} / kit-{run[4:]} step time"] = ratio(row["step s"], throughput["kit-" + run[4:]]["step s"])
-        one_gpu = run.replace("-2gpu", "").replace("-resume", "")
-        if "-2gpu" in run and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
+        one_gpu = re.sub(r"-\d+gpu", "", run).replace("-resume", "")
+        if re.search(r"-\d+gpu", run) and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
             ratios[f"{run} / {one_gpu} throughput"] = ratio(throughput[one_gpu]["step s"], row["step s"])
     for name, value in ratios.items():
         print(f"- {name}: {fmt(value)}x")

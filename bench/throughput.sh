@@ -14,7 +14,7 @@
 #   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
 #   *qwen*             the random Qwen2.5-0.5B shape, else the random SmolLM2-135M one (bench/random_model.py)
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
-#   2gpu, vllm         kit only: num_gpus=2 (else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
+#   Ngpu, vllm         kit only: num_gpus=N (2gpu, 8gpu; else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
 #   microN             kit only: training.actor.batch_size_per_gpu=N
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
@@ -31,9 +31,9 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   [[ $1 == *@* ]] && gpus=${1#*@} && export CUDA_VISIBLE_DEVICES=$gpus
   local dir=$root/$name; mkdir -p $dir
   local micro=; for part in ${name//-/ }; do
-    [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^micro([0-9]+)$ ]] && micro=${BASH_REMATCH[1]}; done
+    [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^micro([0-9]+)$ ]] && micro=${BASH_REMATCH[1]}
+    [[ $part =~ ^([0-9]+)gpu$ ]] && ngpu=${BASH_REMATCH[1]}; done
   [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
-  [[ $name == *2gpu* ]] && ngpu=2
   case $name in
     kit-default*) cmd="python algorithm.py steps_per_epoch=${STEPS:-20} save_every=10 val_every=0 output_dir=$dir
                        num_gpus=$ngpu"
