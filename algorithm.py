@@ -30,7 +30,7 @@ from kit.errors import one_line_errors
 from kit.models import resolve_model_path
 from kit.preflight import check_algorithm, check_loggers, check_no_trl
 from kit.rewards import RewardScorer
-from kit.run_log import RunLog
+from kit.run_log import RunLog, outputs_written_after
 from kit.stopping import GracefulStop
 from kit.task import Problems, Task
 from kit.verl_config import compose_verl_config, verl_overrides
@@ -64,7 +64,7 @@ def main(overrides: list[str]):
     state = checkpoints.load_state(resume_from) if resume_from else {"step": 0}
     if resume_from:
         checkpoints.check_matches(state, cfg, resume_from, critic=training.needs_critic(cfg))
-        if state["step"] >= total_steps:
+        if state["step"] >= total_steps and outputs_written_after(cfg.output_dir, resume_from):  # else write them
             print(f"this run already finished: {resume_from} is step {state['step']} of {total_steps}. Raise "
                   "num_epochs or steps_per_epoch to train on, or set resume=off (or a new output_dir) to start over.")
             return

@@ -8,8 +8,10 @@ call converts on the way in (left_right_2_no_padding) and out (no_padding_2_padd
 """
 
 import os
+import shutil
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import ray
 import torch
@@ -128,8 +130,14 @@ def load_checkpoint(workers: Workers, folder: str):
 
 
 def export_hf(workers: Workers, folder: str):
-    """The actor as a Hugging Face folder (weights, config, tokenizer)."""
-    workers.actor.export_hf(folder)
+    """The actor as a Hugging Face folder (weights, config, tokenizer), written under a hidden name and renamed
+    when complete: a run killed mid-export leaves no folder that looks whole."""
+    final = Path(folder)
+    scratch = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    workers.actor.export_hf(str(scratch))
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(scratch, final)
 
 
 def _update_plan(cfg, rows: int) -> dict:

@@ -2,6 +2,7 @@
 and a PNG plot of train reward and validation accuracy against step."""
 
 import json
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,13 +11,17 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 from verl.utils.tracking import Tracking
 
+from kit.checkpoints import STATE_FILE
+
 
 class RunLog:
     def __init__(self, cfg, total_steps: int, first_step: int = 0):
         self.dir = Path(cfg.output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = self.dir / "metrics.jsonl"
-        self.history.write_text("".join(line + "\n" for line in self._rows_until(first_step)))
+        kept = self.dir / ".metrics.jsonl.partial"  # replaced in one step: a kill mid-write loses no row
+        kept.write_text("".join(line + "\n" for line in self._rows_until(first_step)))
+        os.replace(kept, self.history)
         self.tracking = Tracking(project_name=cfg.project_name, experiment_name=cfg.experiment_name,
                                  default_backend=list(cfg.logger), config=OmegaConf.to_container(cfg))
         self.bar = tqdm(total=total_steps, initial=first_step, desc="training", unit="step", dynamic_ncols=True)
@@ -86,5 +91,15 @@ def save_plot(fig, ax, out: Path):
     if ax.lines:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    partial = Path(out).with_name(f".{Path(out).name}.partial")  # whole or not at all: outputs_written_after reads it
+    fig.savefig(partial, dpi=100, format="png")
+    os.replace(partial, out)
     plt.close(fig)
+
+
+def outputs_written_after(output_dir, checkpoint: Path) -> bool:
+    """Whether the Hugging Face export and the plot were written after `checkpoint` (the run's last): a run killed
+    between its last checkpoint and them is not finished, and resuming from that checkpoint writes them."""
+    since = (Path(checkpoint) / STATE_FILE).stat().st_mtime
+    outputs = [Path(output_dir) / "hf_model" / "config.json", Path(output_dir) / "metrics.png"]
+    return all(path.is_file() and path.stat().st_mtime >= since for path in outputs)

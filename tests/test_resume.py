@@ -10,6 +10,8 @@ import time
 from conftest import ROOT
 from test_end_to_end import TINY, run_kit
 
+from kit.run_log import outputs_written_after
+
 SHAPED = ["reward_model.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
           "reward_model.custom_reward_function.name=digit_share"]
 # Adaptive KL in the reward, a cosine LR and two optimizer steps per step: every piece of state resume restores.
@@ -62,13 +64,38 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["global_step_3", "global_step_4"]  # keep_last_n=2
 
 
-def test_finished_run_says_so(tmp_path):
+def test_finished_run_says_so_unless_killed_before_its_export(tmp_path):
     args = [*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}"]
     assert run_kit(*args).returncode == 0
     again = run_kit(*args)
     assert again.returncode == 0
     assert "this run already finished" in again.stdout
     assert "step 1 of 1" in again.stdout
+
+    # What a SIGKILL after the last checkpoint leaves (bench/kill_resume.py hit it): the export half-written
+    # under its scratch name, the plot older than the checkpoint. The rerun resumes and writes both.
+    weights = (tmp_path / "hf_model" / "model.safetensors").read_bytes()
+    (tmp_path / "hf_model").rename(tmp_path / ".hf_model.partial")
+    os.utime(tmp_path / "metrics.png", (0, 0))
+    resumed = run_kit(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "done: Hugging Face model" in resumed.stdout
+    assert (tmp_path / "hf_model" / "model.safetensors").read_bytes() == weights
+    assert outputs_written_after(tmp_path, tmp_path / "checkpoints" / "global_step_1") and not list(tmp_path.glob(".*"))
+
+
+def test_a_run_is_finished_once_its_export_and_plot_follow_its_last_checkpoint(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "global_step_4"
+    for path in (checkpoint / "loop_state.pt", tmp_path / "hf_model" / "config.json", tmp_path / "metrics.png"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    os.utime(checkpoint / "loop_state.pt", (100, 100))
+    assert outputs_written_after(tmp_path, checkpoint)
+    os.utime(tmp_path / "metrics.png", (50, 50))  # the plot of an earlier, shorter run; killed before this one's
+    assert not outputs_written_after(tmp_path, checkpoint)
+    (tmp_path / "metrics.png").touch()
+    (tmp_path / "hf_model" / "config.json").unlink()  # killed mid-export
+    assert not outputs_written_after(tmp_path, checkpoint)
 
 
 def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(tmp_path):
