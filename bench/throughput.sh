@@ -36,24 +36,24 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
   case $name in
     kit-default*) cmd="python algorithm.py steps_per_epoch=${STEPS:-20} save_every=10 val_every=0 output_dir=$dir
-                       num_gpus=$ngpu"
-                  [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
-                  cmd+=" $EXTRA" ;;
+                       num_gpus=$ngpu" ;;
     kit-learn*) cmd="python algorithm.py steps_per_epoch=100 val_every=10 save_every=0 resume=off output_dir=$dir
-                     num_gpus=$ngpu $EXTRA" ;;
+                     num_gpus=$ngpu" ;;
     kit-*) cmd="python algorithm.py env=bench/throughput_task.py model_path=$models/$shape batch_size=64 n_generations=8
                 inference.max_response_length=$len steps_per_epoch=${STEPS:-5} save_every=0 val_every=0 resume=off
                 output_dir=$dir num_gpus=$ngpu"
-           [[ $shape == qwen* ]] && cmd+=" training.actor.batch_size_per_gpu=${QWEN_MICRO:-16}"
-           [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
-           cmd+=" $EXTRA" ;;
+           [[ $shape == qwen* ]] && cmd+=" training.actor.batch_size_per_gpu=${QWEN_MICRO:-16}" ;;
     gen-*) cmd="python bench/generation.py $models/$shape $len $dir/result.json" ;;
     trl-learn*) cmd="python bench/trl_bench.py learn ${VERL_KIT_CACHE:-$HOME/.cache/verl-kit}/smollm2 $dir/result.json" ;;
     trl-*) cmd="python bench/trl_bench.py throughput $models/$shape $len $dir/result.json"
            [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # the kit's micro-batch for the same shape
     *) echo "$name: unknown run (kit-* or trl-*)" >> $root/status; return ;;
   esac
-  [[ $name == kit-* && -n $micro ]] && cmd+=" training.actor.batch_size_per_gpu=$micro"
+  if [[ $name == kit-* ]]; then  # the name's engine and micro-batch, then $EXTRA, which overrides them
+    [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
+    [[ -n $micro ]] && cmd+=" training.actor.batch_size_per_gpu=$micro"
+    cmd+=" $EXTRA"
+  fi
   if [[ $name == *vllm* ]]; then  # vLLM's bundle (its own folder, unpacked by a later call: bench/gpu_setup.sh)
     until [ -f /tmp/site-vllm/.unpacked ]; do sleep 10; done
   fi
