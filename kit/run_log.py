@@ -19,9 +19,9 @@ class RunLog:
         self.dir = Path(cfg.output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = self.dir / "metrics.jsonl"
-        kept = self.dir / ".metrics.jsonl.partial"  # replaced in one step: a kill mid-write loses no row
-        kept.write_text("".join(line + "\n" for line in self._rows_until(first_step)))
-        os.replace(kept, self.history)
+        kept = "".join(line + "\n" for line in self._rows_until(first_step))
+        with written_whole(self.history) as partial:  # a kill mid-write loses no row
+            partial.write_text(kept)
         self.tracking = Tracking(project_name=cfg.project_name, experiment_name=cfg.experiment_name,
                                  default_backend=list(cfg.logger), config=OmegaConf.to_container(cfg))
         self.bar = tqdm(total=total_steps, initial=first_step, desc="training", unit="step", dynamic_ncols=True)
@@ -91,10 +91,18 @@ def save_plot(fig, ax, out: Path):
     if ax.lines:
         ax.legend()
     fig.tight_layout()
-    partial = Path(out).with_name(f".{Path(out).name}.partial")  # whole or not at all: outputs_written_after reads it
-    fig.savefig(partial, dpi=100, format="png")
-    os.replace(partial, out)
+    with written_whole(Path(out)) as partial:  # outputs_written_after reads its time
+        fig.savefig(partial, dpi=100, format="png")
     plt.close(fig)
+
+
+@contextmanager
+def written_whole(path: Path):
+    """A hidden file beside `path` to write; it replaces `path` in one step when the block ends, so `path` is
+    always either the old file or the whole new one."""
+    partial = path.with_name(f".{path.name}.partial")
+    yield partial
+    os.replace(partial, path)
 
 
 def outputs_written_after(output_dir, checkpoint: Path) -> bool:
