@@ -8,6 +8,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from kit.errors import KitError
+from kit.task import is_finite_number
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
                  "keep_last_n", "inference.max_response_length", "training.actor.batch_size_per_gpu",
@@ -150,8 +151,7 @@ def _check_values(cfg: DictConfig):
             raise KitError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
     for key in OPTIONAL_NUMBERS:
         value = OmegaConf.select(cfg, key)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if value is not None and not number:
+        if value is not None and not is_finite_number(value):
             raise KitError(f"config key '{key}' must be a number or null, got {value!r}")
     per_turn = cfg.inference.max_tokens_per_turn
     if per_turn is not None and (not isinstance(per_turn, int) or isinstance(per_turn, bool) or per_turn <= 0):
