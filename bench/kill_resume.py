@@ -35,6 +35,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from soak import process_name  # noqa: E402  (bench/, the script's own folder, is on the path)
 from test_resume import RUN, learning_metrics, start_run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "reliability" / "kill_resume.json"
@@ -105,15 +106,13 @@ def phase(stdout: str, out: Path, steps: int, since: float) -> str:
 
 
 def descendants(pid: int) -> dict:
-    """Every process under pid, with a short name: its Ray title (ray::WorkerDict), script or executable."""
+    """Every process under pid, with its short name (soak.process_name)."""
     found = {}
     for child in psutil.Process(pid).children(recursive=True):
         try:
-            cmdline = child.cmdline()
+            found[child] = process_name(child)
         except psutil.NoSuchProcess:
             continue
-        scripts = [Path(arg).name for arg in cmdline if arg.endswith(".py")]
-        found[child] = cmdline[0] if cmdline and cmdline[0].startswith("ray::") else (scripts or [child.name()])[0]
     return found
 
 

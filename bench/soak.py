@@ -37,8 +37,11 @@ RUN = ["model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=
 
 def label(process: psutil.Process, driver_pid: int) -> str:
     """driver, gcs_server, raylet, ray::WorkerDict, dashboard, ... (a worker's title changes with its task)."""
-    if process.pid == driver_pid:
-        return "driver"
+    return "driver" if process.pid == driver_pid else process_name(process)
+
+
+def process_name(process: psutil.Process) -> str:
+    """A process's short name: its Ray title (ray::WorkerDict), its Python script's name, or its executable."""
     cmdline = process.cmdline()
     if cmdline and cmdline[0].startswith("ray::"):
         return cmdline[0].split(".")[0]
