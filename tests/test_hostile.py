@@ -161,20 +161,11 @@ def test_a_prompt_that_is_not_unicode_text_is_named(tmp_path):
 
 # ---- rewards -----------------------------------------------------------------------------------------------
 
-HOSTILE_REWARDS = '''
-import numpy as np
-RETURNS = {"nan": float("nan"), "inf": float("inf"), "none": None, "text": "1.0", "list": [1.0, 0.0],
-           "no_score": {"acc": 1.0}, "bad_acc": {"score": 1.0, "acc": "yes"}, "float32": np.float32(0.5)}
-def hostile(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
-    return RETURNS.get(ground_truth, 1.0)
-'''
-
 
 @pytest.fixture(scope="module")
-def hostile_scorer(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("rewards") / "hostile_rewards.py"
-    path.write_text(HOSTILE_REWARDS)
-    cfg, verl_cfg = configured(tiny_model_dir, "model_path=embedded:tiny", f"reward_model.custom_reward_function.path={path}",
+def hostile_scorer(tiny_model_dir, tiny_tokenizer):
+    cfg, verl_cfg = configured(tiny_model_dir, "model_path=embedded:tiny",
+                               f"reward_model.custom_reward_function.path={ROOT}/tests/fixtures/bad_rewards.py",
                                "reward_model.custom_reward_function.name=hostile")
     return RewardScorer(verl_cfg, tiny_tokenizer, cfg.reward_model.timeout)
 
@@ -202,7 +193,7 @@ def score(scorer, tokenizer, truths, data_sources=None, extra_infos=None):
 def test_bad_rewards_score_zero_counted_and_all_bad_is_one_line(hostile_scorer, tiny_tokenizer, capsys, returns, message):
     assert score(hostile_scorer, tiny_tokenizer, ["good", returns]) == ([1.0, 0.0], [1.0, 0.0])
     assert hostile_scorer.failed == 1 and message in capsys.readouterr().err
-    with pytest.raises(KitError, match="reward function hostile in .*hostile_rewards.py " + re.escape(message)):
+    with pytest.raises(KitError, match="reward function hostile in .*/tests/fixtures/bad_rewards.py " + re.escape(message)):
         score(hostile_scorer, tiny_tokenizer, [returns, returns])
 
 

@@ -116,8 +116,6 @@ def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(tmp_path):
     assert "resumed from" in resumed.stdout and "global_step_1 (step 1)" in resumed.stdout
 
 
-
-
 def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(tmp_path):
     process = start_run(tmp_path, *TINY, "steps_per_epoch=20", "save_every=0")
     wait_for_step(tmp_path, process, 1)
