@@ -4,10 +4,10 @@ usage: python bench/generation.py MODEL_DIR NEW_TOKENS OUT_JSON
   64 prompts x 8 samples, NEW_TOKENS new tokens each (every row runs to the limit: `generate` gets
   min_new_tokens, the sampler an eos it never meets), bf16, sampling at temperature 1. Each variant runs twice
   and the second run is timed: the first captures the CUDA graph, and fills the CUDA allocator's cache with the
-  KV cache that `generate` grows every step (timed after a warm-up of 8 tokens only, `generate` measured 7.6k
-  tokens/s on an H200 against 26k when timed on its second full call). Variants: plain `generate`, the sampler
-  step by step (cuda_graphs=false), the sampler with CUDA graphs. Also checks that greedy decoding gives the
-  same tokens with and without the graph.
+  KV cache that `generate` grows every step (timed after a warm-up of 8 tokens only, `generate` made 7.6k
+  tokens/s on an H200; a one-off probe on another H200 timed it on its second full call at 23k-26k).
+  Variants: plain `generate`, the sampler step by step (cuda_graphs=false), the sampler with CUDA graphs. Also
+  checks that greedy decoding gives the same tokens with and without the graph.
 """
 
 import json
