@@ -159,6 +159,7 @@ def generate_turn(engine, tokenizer, contexts: list[list[int]], cfg, seed: int, 
         top_p=1.0 if greedy else cfg.inference.top_p,
         max_new_tokens=max_new_tokens,
         seed=seed, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id, cuda_graphs=cfg.inference.cuda_graphs,
+        compile=cfg.inference.compile,
     )
     return engine.generate(request)[:len(contexts)]
 

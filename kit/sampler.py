@@ -10,6 +10,9 @@ pad), and the loop ends when every row has.
 
 The copy's weights are refreshed from the FSDP actor after each update (`load_weights`), in place, so the
 captured graphs stay valid: the sampler always samples the current policy.
+
+With `compiled`, the decode step goes through torch.compile first (once per batch shape): its many small
+elementwise kernels (norms, rotary, activations, sampling) fuse into a few, which the graph then replays.
 """
 
 import copy
@@ -89,7 +92,7 @@ class Decoding:
 
 
 class Sampler:
-    def __init__(self, hf_config, dtype: torch.dtype, device: torch.device, cuda_graphs: bool):
+    def __init__(self, hf_config, dtype: torch.dtype, device: torch.device, cuda_graphs: bool, compiled: bool = False):
         hf_config = copy.deepcopy(hf_config)  # the actor's modules read theirs at every forward: leave it as it is
         with torch.device(device):
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=ATTENTION)
@@ -100,6 +103,9 @@ class Sampler:
         self.bias_values = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=device)
         self.shapes = {}  # (B, T, R, greedy, top_p < 1) -> Decoding
         self.graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self.decode_step = self._decode_step
+        if compiled:  # dynamic=False: one specialised compile per batch shape, as there is one graph per shape
+            self.decode_step = torch.compile(self._decode_step, fullgraph=True, dynamic=False)
 
     @torch.no_grad()
     def load_weights(self, module: torch.nn.Module):
@@ -150,7 +156,7 @@ class Sampler:
             if state.graph is not None:
                 state.graph.replay()
             else:
-                self._decode_step(state)
+                self.decode_step(state)
         return state.responses.clone(), state.log_probs.clone()
 
     def _decoding(self, rows: int, length: int, max_new_tokens: int, greedy: bool, top_p: bool) -> Decoding:
@@ -185,12 +191,12 @@ class Sampler:
         with torch.cuda.stream(side):
             for _ in range(2):
                 state.step.zero_()  # keeps the warm-up's writes inside the buffers
-                self._decode_step(state)
+                self.decode_step(state)  # (the first call of a compiled step compiles it)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         state.step.zero_()
         with torch.cuda.graph(graph, pool=self.graph_pool):
-            self._decode_step(state)
+            self.decode_step(state)
         return graph
 
     def _decode_step(self, state: Decoding):

@@ -49,8 +49,8 @@ class KitWorker(ActorRolloutRefWorker):
     def generate(self, prompts: TensorDict) -> TensorDict:
         """Sample responses for left-padded prompts; return verl's padded rollout fields and the sampler's log-probs."""
         meta = {key: tu.get(prompts, key) for key in ("temperature", "top_p", "max_new_tokens", "seed", "eos", "pad",
-                                                      "cuda_graphs")}
-        sampler = self._sampler(meta["cuda_graphs"])
+                                                      "cuda_graphs", "compile")}
+        sampler = self._sampler(meta["cuda_graphs"], meta["compile"])
         # The policy changes only at an update, and each update steps the LR scheduler once (verl's last
         # mini-batch does): later turns of an episode and validation after a rollout skip the gather and copy.
         policy = self.actor.engine.lr_scheduler.last_epoch
@@ -68,13 +68,14 @@ class KitWorker(ActorRolloutRefWorker):
         rollout["rollout_log_probs"] = log_probs
         return rollout.cpu()
 
-    def _sampler(self, cuda_graphs: bool) -> Sampler:
+    def _sampler(self, cuda_graphs: bool, compiled: bool) -> Sampler:
         """The hf engine's sampler (kit/sampler.py), built at the first rollout: the actor's model, unsharded, in
         the dtype the actor computes in."""
         if self.sampler is None:
             on_gpu = get_device_name() == "cuda"
             device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-            self.sampler = Sampler(self.actor.model_config.hf_config, self.actor.engine._autocast_dtype, device, cuda_graphs)
+            self.sampler = Sampler(self.actor.model_config.hf_config, self.actor.engine._autocast_dtype, device,
+                                   cuda_graphs, compiled)
         return self.sampler
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

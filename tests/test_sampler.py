@@ -89,15 +89,37 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert torch.equal(kept[kept > 0], probs[kept > 0])  # kept tokens keep their probability (sampling renormalises)
 
 
-def test_new_weights_reach_the_sampler(model_and_sampler, tiny_tokenizer, tiny_model_dir):
-    model, sampler = model_and_sampler
-    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+def perturbed_model(model_dir):
+    """The tiny model with every weight moved a little: a policy after an update."""
+    other = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         for param in other.parameters():
             param.add_(0.05 * torch.randn_like(param))
+    return other
+
+
+def test_new_weights_reach_the_sampler(model_and_sampler, tiny_tokenizer, tiny_model_dir):
+    model, sampler = model_and_sampler
+    other = perturbed_model(tiny_model_dir)
     input_ids, prompt_mask = encoded(tiny_tokenizer)
     eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
     sampler.load_weights(other)
     _, log_probs = sampler.generate(input_ids, prompt_mask, 6, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
     sampler.load_weights(model)  # the module's fixture back as it was
     assert not torch.allclose(log_probs, sampler.generate(input_ids, prompt_mask, 6, 1.0, 1.0, eos, pad)[1])
+
+
+def test_a_compiled_decode_step_samples_the_current_weights_exactly(model_and_sampler, tiny_tokenizer, tiny_model_dir):
+    model, _ = model_and_sampler
+    sampler = Sampler(model.config, torch.float32, torch.device("cpu"), cuda_graphs=True, compiled=True)
+    sampler.load_weights(model)
+    input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS * 2)
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    sampler.generate(input_ids, prompt_mask, 12, temperature=1.0, top_p=1.0, eos=eos, pad=pad)  # compiles the step
+    other = perturbed_model(tiny_model_dir)
+    sampler.load_weights(other)  # after the compile: the compiled step must read the new weights
+    responses, log_probs = sampler.generate(input_ids, prompt_mask, 12, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
+    response_mask = (torch.cumsum(responses == eos, -1) - (responses == eos).long() == 0).long()
+    expected = trainer_log_probs(other, input_ids, prompt_mask, responses, response_mask)
+    kept = response_mask.bool()
+    assert torch.allclose(log_probs[kept], expected[kept], atol=1e-4)
