@@ -16,6 +16,7 @@
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
 #   Ngpu, vllm         kit only: num_gpus=N (2gpu, 8gpu; else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
 #   microN             kit only: training.actor.batch_size_per_gpu=N
+#   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
 #   kit-default*       the kit's default task for $STEPS steps (default 20), a checkpoint every 10; with *resume*
@@ -52,6 +53,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   if [[ $name == kit-* ]]; then  # the name's engine and micro-batch, then $EXTRA, which overrides them
     [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
     [[ -n $micro ]] && cmd+=" training.actor.batch_size_per_gpu=$micro"
+    [[ $name == *compile* ]] && cmd+=" inference.compile=true"
     cmd+=" $EXTRA"
   fi
   if [[ $name == *vllm* ]]; then  # vLLM's bundle (its own folder, unpacked by a later call: bench/gpu_setup.sh)
