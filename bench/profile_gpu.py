@@ -2,15 +2,17 @@
 actor micro-batch, on a random-weight model (bench/random_model.py), each profiled with torch.profiler.
 
 usage: python bench/profile_gpu.py MODEL_DIR OUT_JSON [NEW_TOKENS=1024] [MICRO=32]
-  decode: 64 prompts x 8 samples (512 rows), a static cache for NEW_TOKENS new tokens; 32 decode steps
-          timed step by step and as CUDA graph replays, each with and without torch.compile (compile=true),
-          and profiled step by step (the kernels a graph replays).
+  decode: 64 prompts x 8 samples (512 rows), a static cache for NEW_TOKENS new tokens; 32 decode steps that
+          attend to the whole cache (the sampler's last window), timed step by step and as CUDA graph replays,
+          each with and without torch.compile (compile=true), and profiled step by step (the kernels a graph
+          replays).
   update: MICRO rows of (prompt + NEW_TOKENS) tokens, forward, the kit's token log-probs (kit/token_log_probs.py),
           backward: with a padding mask (what verl's FSDP engine passes without remove-padding, so sdpa cannot
           use its flash kernel) and without one (causal flash sdpa); MFU by verl's own FLOP count (FlopsCounter).
 Prints each part's ten most expensive kernels and writes all figures to OUT_JSON. Take speeds from
 bench/generation.py and kernel shares from here: on an H100 this script timed the uncompiled graph variant at
-22.8 ms per step after the compiled ones, against generation.py's 11.16 ms for the same shape (not explained).
+22.8 ms per step after the compiled ones, against generation.py's 11.16 ms for the same shape (not explained;
+measured before the sampler's windows, when every step read the whole cache).
 """
 
 import functools
@@ -66,8 +68,9 @@ def decode_variant(model, variant: str, graphs: bool, compiled: bool, new_tokens
     compile_start = time.perf_counter()
     state = sampler._decoding(ROWS, PROMPT + new_tokens, new_tokens, greedy=False, top_p=False)  # (and graph)
     state.cache.slots = state.slot
-    state.visible.fill_(True)  # every decode step reads the whole static cache, whatever is visible
-    step = state.graph.replay if graphs else lambda: sampler.decode_step(state)
+    state.cache.window = PROMPT + new_tokens  # the last window: every step reads the whole cache, as the last ones do
+    state.visible.fill_(True)
+    step = state.graphs[state.cache.window].replay if graphs else lambda: sampler.decode_step(state)
 
     def steps():
         state.step.zero_()

@@ -11,13 +11,17 @@ pad), and the loop ends when every row has.
 The copy's weights are refreshed from the FSDP actor after each update (`load_weights`), in place, so the
 captured graphs stay valid: the sampler always samples the current policy.
 
-With `compiled`, the decode step goes through torch.compile first (once per batch shape): its many small
-elementwise kernels (norms, rotary, activations, sampling) fuse into a few, which the graph then replays.
+A decode step attends only to the cache positions filled so far, rounded up to a window of WINDOW positions:
+one graph per window, so early steps of a long response read a fraction of the cache (the attention
+products read the cache once per step, the largest cost of a decode step after compile).
+
+With `compiled`, the decode step goes through torch.compile first: its many small elementwise kernels
+(norms, rotary, activations, sampling) fuse into a few, which the graphs then replay.
 """
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import AttentionInterface, AutoModelForCausalLM
@@ -28,6 +32,7 @@ from kit.errors import KitError
 ATTENTION = "kit_sampler"
 CHECK_EVERY = 8  # decode steps between checks whether every row has stopped (each check waits for the GPU)
 MAX_SHAPES = 3  # batch shapes (rows, cache length, sampling mode) whose buffers and graphs are kept
+WINDOW = 64  # decode attention reads the cache up to the next multiple of this past the current position
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
@@ -50,8 +55,9 @@ AttentionInterface.register(ATTENTION, grouped_attention)
 
 class KVCache:
     """Keys and values of every layer, preallocated: (B, Hkv, T, D) each. A forward writes its new keys and
-    values at the cache positions in `slots` (a tensor, so a captured graph replays with its current value).
-    It answers the two calls HF's decoder layers make of a cache."""
+    values at the cache positions in `slots` (a tensor, so a captured graph replays with its current value)
+    and attends to positions 0..window-1 (fixed for each captured graph). It answers the two calls HF's
+    decoder layers make of a cache."""
 
     def __init__(self, config, rows: int, length: int, dtype, device):
         kv_heads = config.num_key_value_heads
@@ -60,11 +66,12 @@ class KVCache:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.slots = torch.zeros(1, dtype=torch.long, device=device)
+        self.window = length
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         self.keys[layer_idx].index_copy_(2, self.slots, key_states)
         self.values[layer_idx].index_copy_(2, self.slots, value_states)
-        return self.keys[layer_idx], self.values[layer_idx]
+        return self.keys[layer_idx][:, :, :self.window], self.values[layer_idx][:, :, :self.window]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0  # never asked: the sampler passes position ids and a full attention mask
@@ -88,7 +95,7 @@ class Decoding:
     pad: torch.Tensor  # ()
     greedy: bool  # argmax instead of sampling
     use_top_p: bool  # top_p < 1: cut the distribution's tail before sampling
-    graph: object = None  # the captured decode step (CUDA), else None
+    graphs: dict = field(default_factory=dict)  # window -> the decode step captured for it (CUDA), else empty
 
 
 class Sampler:
@@ -104,8 +111,8 @@ class Sampler:
         self.shapes = {}  # (B, T, R, greedy, top_p < 1) -> Decoding
         self.graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self.decode_step = self._decode_step
-        if compiled:  # dynamic=False: one specialised compile per batch shape, as there is one graph per shape
-            self.decode_step = torch.compile(self._decode_step, fullgraph=True, dynamic=False)
+        if compiled:  # the window becomes a symbolic size after the first, so later windows reuse the compile
+            self.decode_step = torch.compile(self._decode_step, fullgraph=True)
 
     @torch.no_grad()
     def load_weights(self, module: torch.nn.Module):
@@ -138,9 +145,10 @@ class Sampler:
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
 
         # The prompt: one forward over every row, filling cache positions 0..P-1.
-        causal = torch.ones(prompt_length, length, dtype=torch.bool, device=self.device).tril()  # (P, T)
+        causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=self.device).tril()  # (P, P)
         state.cache.slots = torch.arange(prompt_length, device=self.device)
-        visible = (causal & state.visible[:, None])[:, None]  # (B, 1, P, T)
+        state.cache.window = prompt_length
+        visible = (causal & state.visible[:, None, :prompt_length])[:, None]  # (B, 1, P, P)
         logits = self.model(input_ids=input_ids, attention_mask=self._bias(visible),
                             position_ids=positions, past_key_values=state.cache, use_cache=True,
                             logits_to_keep=1).logits[:, -1]  # (B, V)
@@ -153,9 +161,11 @@ class Sampler:
         for step in range(1, max_new_tokens):
             if step % CHECK_EVERY == 0 and bool(state.finished.all()):
                 break
-            if state.graph is not None:
-                state.graph.replay()
+            window = min(math.ceil((prompt_length + step) / WINDOW) * WINDOW, length)  # this step's slot, and before
+            if state.graphs:
+                state.graphs[window].replay()
             else:
+                state.cache.window = window
                 self.decode_step(state)
         return state.responses.clone(), state.log_probs.clone()
 
@@ -178,14 +188,16 @@ class Sampler:
             top_p=torch.ones((), device=self.device), eos=zeros(), pad=zeros(), greedy=greedy, use_top_p=top_p,
         )
         if self.cuda_graphs:
-            state.graph = self._capture(state)
+            state.graphs = {window: self._capture(state, window) for window in windows(length)}
         self.shapes[key] = state
         return state
 
-    def _capture(self, state: Decoding) -> torch.cuda.CUDAGraph:
-        """Record one decode step. Warm-up steps on a side stream first, as CUDA graph capture requires; they and
-        the capture write only into this state's buffers, which generate() resets before use."""
+    def _capture(self, state: Decoding, window: int) -> torch.cuda.CUDAGraph:
+        """Record one decode step that attends to cache positions 0..window-1. Warm-up steps on a side stream
+        first, as CUDA graph capture requires; they and the capture write only into this state's buffers, which
+        generate() resets before use."""
         state.cache.slots = state.slot
+        state.cache.window = window
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -203,7 +215,8 @@ class Sampler:
         """Feed each row's last token, pick the next one. Only tensor operations on the state's buffers (the
         cache positions come from state.slot), so it can be captured as a CUDA graph."""
         state.visible.index_fill_(1, state.slot, True)  # a token attends to itself
-        logits = self.model(input_ids=state.tokens, attention_mask=self._bias(state.visible[:, None, None]),
+        visible = state.visible[:, None, None, :state.cache.window]  # (B, 1, 1, window)
+        logits = self.model(input_ids=state.tokens, attention_mask=self._bias(visible),
                             position_ids=state.positions, past_key_values=state.cache, use_cache=True).logits[:, -1]
         self._pick(state, logits)
         state.positions.add_(1)
@@ -234,6 +247,11 @@ class Sampler:
     def _bias(self, visible: torch.Tensor) -> torch.Tensor:
         """An additive attention mask from a boolean one: 0 where visible, the dtype's minimum elsewhere."""
         return torch.where(visible, self.bias_values[0], self.bias_values[1])
+
+
+def windows(length: int) -> list[int]:
+    """The attention windows of a cache of `length` positions: every multiple of WINDOW below it, and itself."""
+    return [*range(WINDOW, length, WINDOW), length]
 
 
 def top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from kit.sampler import Sampler, top_p_filter
+from kit.sampler import WINDOW, Sampler, top_p_filter, windows
 
 PROMPTS = ["What is 2 + 3?", "12 + 30 =", "What is 45 + 17? It is"]
 
@@ -82,6 +82,19 @@ def test_samples_follow_the_models_distribution_and_the_seed(model_and_sampler, 
     assert torch.equal(first, again)
 
 
+def test_a_long_response_reads_each_window_of_the_cache_right(model_and_sampler, tiny_tokenizer):
+    """A decode step attends to the cache up to the next multiple of WINDOW past its position: the log-probs of
+    responses that cross several windows equal a full forward's."""
+    model, sampler = model_and_sampler
+    input_ids, prompt_mask = encoded(tiny_tokenizer)
+    new_tokens = 2 * WINDOW + 10
+    assert windows(64 + new_tokens) == [WINDOW, 2 * WINDOW, 3 * WINDOW, 64 + new_tokens]
+    responses, log_probs = sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1,
+                                            pad=tiny_tokenizer.pad_token_id)  # eos=-1: every row runs to the end
+    expected = trainer_log_probs(model, input_ids, prompt_mask, responses, torch.ones_like(responses))
+    assert torch.allclose(log_probs, expected, atol=1e-4)
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([[0.5, 0.1, 0.3, 0.1], [0.05, 0.9, 0.03, 0.02]])
     kept = top_p_filter(probs, torch.tensor(0.75))
@@ -114,12 +127,11 @@ def test_a_compiled_decode_step_samples_the_current_weights_exactly(model_and_sa
     sampler = Sampler(model.config, torch.float32, torch.device("cpu"), cuda_graphs=True, compiled=True)
     sampler.load_weights(model)
     input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS * 2)
-    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
-    sampler.generate(input_ids, prompt_mask, 12, temperature=1.0, top_p=1.0, eos=eos, pad=pad)  # compiles the step
+    pad, new_tokens = tiny_tokenizer.pad_token_id, WINDOW + 10  # two windows: a compile for each size of the first
+    sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1, pad=pad)  # compiles
     other = perturbed_model(tiny_model_dir)
     sampler.load_weights(other)  # after the compile: the compiled step must read the new weights
-    responses, log_probs = sampler.generate(input_ids, prompt_mask, 12, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
-    response_mask = (torch.cumsum(responses == eos, -1) - (responses == eos).long() == 0).long()
-    expected = trainer_log_probs(other, input_ids, prompt_mask, responses, response_mask)
-    kept = response_mask.bool()
-    assert torch.allclose(log_probs[kept], expected[kept], atol=1e-4)
+    responses, log_probs = sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1,
+                                            pad=pad)
+    expected = trainer_log_probs(other, input_ids, prompt_mask, responses, torch.ones_like(responses))
+    assert torch.allclose(log_probs, expected, atol=1e-4)
