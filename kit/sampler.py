@@ -111,7 +111,7 @@ class Sampler:
         self.shapes = {}  # (B, T, R, greedy, top_p < 1) -> Decoding
         self.graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self.decode_step = self._decode_step
-        if compiled:  # the window becomes a symbolic size after the first, so later windows reuse the compile
+        if compiled:  # per batch shape: a compile for the whole cache, one for every smaller window (see _decoding)
             self.decode_step = torch.compile(self._decode_step, fullgraph=True)
 
     @torch.no_grad()
@@ -188,7 +188,9 @@ class Sampler:
             top_p=torch.ones((), device=self.device), eos=zeros(), pad=zeros(), greedy=greedy, use_top_p=top_p,
         )
         if self.cuda_graphs:
-            state.graphs = {window: self._capture(state, window) for window in windows(length)}
+            # largest first: a compiled step specialises on the whole cache, then compiles once more with a symbolic
+            # window that every smaller window reuses (smallest first compiles three times)
+            state.graphs = {window: self._capture(state, window) for window in reversed(windows(length))}
         self.shapes[key] = state
         return state
 
