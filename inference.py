@@ -85,9 +85,11 @@ def generate(engine, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: b
     whole conversations with tool calls. With an env.py Environment class, `prompts` are start states (the
     seeds reset() takes) and each gets n episodes."""
     if environment is not None:
-        episodes = [new_episode(tokenizer, start_messages(env, seed=start), env=env)
+        timeout = cfg.inference.env_timeout
+        episodes = [new_episode(tokenizer, start_messages(env, seed=start, timeout=timeout), env=env)
                     for start in prompts for env in (environment() for _ in range(n))]
-        return converse(engine, tokenizer, episodes, cfg, seed, greedy, respond=environment_reply, keys=ENVIRONMENT_KEYS)
+        respond = partial(environment_reply, timeout=timeout)
+        return converse(engine, tokenizer, episodes, cfg, seed, greedy, respond=respond, keys=ENVIRONMENT_KEYS)
     if cfg.inference.multi_turn:
         episodes = [new_episode(tokenizer, prompt, tools=tools.schemas if tools else None)
                     for prompt in prompts for _ in range(n)]

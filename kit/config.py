@@ -160,7 +160,7 @@ def _check_values(cfg: DictConfig):
     if mini is not None and (not isinstance(mini, int) or isinstance(mini, bool) or mini <= 0 or cfg.batch_size % mini):
         raise KitError(f"config key 'training.actor.mini_batch_size' must be null or a positive divisor of "
                        f"batch_size={cfg.batch_size}, got {mini!r}")
-    for key in ("inference.tool_timeout", "reward_model.timeout"):
+    for key in ("inference.tool_timeout", "inference.env_timeout", "reward_model.timeout"):
         if OmegaConf.select(cfg, key) <= 0:
             raise KitError(f"config key '{key}' must be > 0 seconds, got {OmegaConf.select(cfg, key)}")
     _check_choice(cfg, "inference.dtype", ("bfloat16", "float16"))

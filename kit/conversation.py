@@ -73,9 +73,9 @@ def tool_reply(tools, episode: Episode, ids: list[int], text: str) -> list[dict]
     return [{"role": "tool", "content": r.text} for r in results] or None
 
 
-def environment_reply(episode: Episode, ids: list[int], text: str) -> list[dict] | None:
+def environment_reply(episode: Episode, ids: list[int], text: str, timeout: float) -> list[dict] | None:
     """The model's turn is the action: the environment's observation as a user message; None when done."""
-    observation, reward, done, info = checked_step(episode.env, text)
+    observation, reward, done, info = checked_step(episode.env, text, timeout)
     episode.env_reward += reward
     episode.env_success = float(info.get("success", episode.env_reward > 0))
     return None if done else [{"role": "user", "content": observation}]

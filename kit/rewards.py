@@ -8,8 +8,6 @@ first failure: then the function itself is broken, and the last checkpoint holds
 
 import asyncio
 import sys
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager
 
+from kit.daemon_threads import DaemonThreads
 from kit.errors import KitError
 from kit.task import Problems, is_finite_number
 
@@ -27,25 +26,6 @@ class RewardFailure(Exception):
 
 class RewardTimeout(RewardFailure):
     """A call that took longer than reward_model.timeout."""
-
-
-class DaemonThreads(ThreadPoolExecutor):
-    """Each call in a daemon thread of its own. verl's reward manager runs a plain reward function in its event
-    loop's default executor; a ThreadPoolExecutor's threads are joined at exit, so one hung call would keep
-    the finished run from ever exiting. A daemon thread is simply left behind. (asyncio accepts only a
-    ThreadPoolExecutor as default executor; this one never starts the pool's own threads.)"""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future = Future()
-
-        def run():
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as err:
-                future.set_exception(err)
-
-        threading.Thread(target=run, daemon=True).start()
-        return future
 
 
 class RewardScorer:

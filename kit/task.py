@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.daemon_threads import DaemonThreads
 from kit.errors import KitError
 
 VAL_SEED_BASE = 2**31  # validation start states are seeds from here up; training draws seeds below it
@@ -152,9 +153,9 @@ def _is_unicode(prompt) -> bool:
     return True
 
 
-def start_messages(env, seed: int) -> list[dict]:
+def start_messages(env, seed: int, timeout: float) -> list[dict]:
     """The conversation an environment opens with: its system prompt, if any, and reset(seed)'s observation."""
-    observation = _call(env.reset, seed)
+    observation = _call(env.reset, seed, timeout)
     if not isinstance(observation, str):
         raise KitError(f"{type(env).__name__}.reset(seed) returned {type(observation).__name__}: it must return "
                        "the first observation as a string")
@@ -162,9 +163,9 @@ def start_messages(env, seed: int) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": observation}]
 
 
-def checked_step(env, action: str) -> tuple[str, float, bool, dict]:
+def checked_step(env, action: str, timeout: float) -> tuple[str, float, bool, dict]:
     """env.step(action), its return value checked: (observation: str, reward: number, done: bool, info: dict)."""
-    result = _call(env.step, action)
+    result = _call(env.step, action, timeout)
     name = f"{type(env).__name__}.step(action)"
     if not isinstance(result, tuple) or len(result) != 4:
         raise KitError(f"{name} returned {type(result).__name__}: it must return (observation, reward, done, info)")
@@ -180,10 +181,15 @@ def checked_step(env, action: str) -> tuple[str, float, bool, dict]:
     return observation, float(reward), bool(done), info
 
 
-def _call(method, argument):
-    """An environment method, its exception turned into one line naming it."""
+def _call(method, argument, timeout: float):
+    """An environment method in a daemon thread; an exception, or a call still running after `timeout` seconds
+    (its thread is abandoned), becomes one line naming it."""
+    call = f"{type(method.__self__).__name__}.{method.__name__}({argument!r:.40})"
+    future = DaemonThreads().submit(method, argument)
     try:
-        return method(argument)
+        return future.result(timeout)
     except Exception as err:
-        raise KitError(f"{type(method.__self__).__name__}.{method.__name__}({argument!r:.40}) raised "
-                       f"{type(err).__name__}: {err}: fix the environment") from None
+        if not future.done():
+            raise KitError(f"{call} took longer than inference.env_timeout={timeout} s: fix the environment or "
+                           "raise the timeout") from None
+        raise KitError(f"{call} raised {type(err).__name__}: {err}: fix the environment") from None

@@ -4,6 +4,7 @@ curriculum's promotion and resume state."""
 import re
 import subprocess
 import sys
+import time
 
 import pandas
 import pytest
@@ -25,23 +26,23 @@ def test_environment_task_draws_reproducible_start_states(monkeypatch):
     assert all(seed < VAL_SEED_BASE for seed in first.prompts + second.prompts)
     assert task.draw(3, held_out=True).prompts == [VAL_SEED_BASE, VAL_SEED_BASE + 1, VAL_SEED_BASE + 2]
     game = task.environment()
-    messages = start_messages(game, seed=5)
+    messages = start_messages(game, seed=5, timeout=5)
     assert [m["role"] for m in messages] == ["system", "user"]
     low_guess = "1" if game.secret > 1 else "2"
-    assert checked_step(game, "hmm")[1:3] == (-0.1, False)
-    assert checked_step(game, low_guess)[0].startswith("No, my number is")
-    assert checked_step(game, f"It is {game.secret}.")[1:] == (1.0, True, {"success": True})
+    assert checked_step(game, "hmm", timeout=5)[1:3] == (-0.1, False)
+    assert checked_step(game, low_guess, timeout=5)[0].startswith("No, my number is")
+    assert checked_step(game, f"It is {game.secret}.", timeout=5)[1:] == (1.0, True, {"success": True})
 
 
 def test_conversation_scores_every_round(monkeypatch):
     monkeypatch.chdir(ROOT)
     chat = Task("examples/conversation/env.py").environment()
-    start_messages(chat, seed=3)
+    start_messages(chat, seed=3, timeout=5)
     totals = [chat.total + sum(chat.additions[:i + 1]) for i in range(3)]
-    assert checked_step(chat, str(totals[0]))[1:3] == (pytest.approx(1 / 3), False)
-    observation, reward, done, _ = checked_step(chat, "0")
+    assert checked_step(chat, str(totals[0]), timeout=5)[1:3] == (pytest.approx(1 / 3), False)
+    observation, reward, done, _ = checked_step(chat, "0", timeout=5)
     assert reward == 0 and f"it is {totals[1]}" in observation and not done
-    assert checked_step(chat, str(totals[2]))[1:] == (pytest.approx(1 / 3), True, {"success": False})
+    assert checked_step(chat, str(totals[2]), timeout=5)[1:] == (pytest.approx(1 / 3), True, {"success": False})
 
 
 class Scripted:
@@ -70,14 +71,38 @@ class Scripted:
 ])
 def test_bad_environment_steps_are_one_line_errors(result, message):
     with pytest.raises(KitError, match=re.escape(message)):
-        checked_step(Scripted(result), "guess")
+        checked_step(Scripted(result), "guess", timeout=5)
 
 
 def test_bad_environment_resets_are_one_line_errors():
     with pytest.raises(KitError, match=r"reset\(seed\) returned int: it must return the first observation"):
-        start_messages(Scripted(first=3), seed=0)
+        start_messages(Scripted(first=3), seed=0, timeout=5)
     with pytest.raises(KitError, match=r"Scripted.reset\(0\) raised ZeroDivisionError: division by zero: fix"):
-        start_messages(Scripted(first=ZeroDivisionError), seed=0)
+        start_messages(Scripted(first=ZeroDivisionError), seed=0, timeout=5)
+
+
+class Hanging:
+    """An environment whose reset or step never returns (in time)."""
+
+    def __init__(self, hang_in: str):
+        self.hang_in = hang_in
+
+    def reset(self, seed):
+        time.sleep(60 if self.hang_in == "reset" else 0)
+        return "start"
+
+    def step(self, action):
+        time.sleep(60)
+        return "obs", 0.0, False, {}
+
+
+def test_an_environment_that_hangs_stops_the_run_with_one_line_after_env_timeout():
+    start = time.monotonic()
+    with pytest.raises(KitError, match=re.escape("Hanging.reset(0) took longer than inference.env_timeout=0.2 s")):
+        start_messages(Hanging("reset"), seed=0, timeout=0.2)
+    with pytest.raises(KitError, match=re.escape("Hanging.step('guess') took longer than inference.env_timeout=0.2 s")):
+        checked_step(Hanging("step"), "guess", timeout=0.2)
+    assert time.monotonic() - start < 5  # the hung calls' daemon threads are left behind, not waited for
 
 
 def test_a_task_file_needs_get_batch_or_an_environment(tmp_path):
