@@ -170,7 +170,7 @@ class Sampler:
         return state.responses.clone(), state.log_probs.clone()
 
     def _decoding(self, rows: int, length: int, max_new_tokens: int, greedy: bool, top_p: bool) -> Decoding:
-        """The buffers (and graph) for this batch shape: kept for the next call of the same shape."""
+        """The buffers (and graphs) for this batch shape: kept for the next call of the same shape."""
         key = (rows, length, max_new_tokens, greedy, top_p)
         if key in self.shapes:
             return self.shapes[key]
