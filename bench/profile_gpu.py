@@ -66,7 +66,7 @@ def decode_variant(model, variant: str, graphs: bool, compiled: bool, new_tokens
     sampler = Sampler(model.config, torch.bfloat16, torch.device("cuda"), graphs, compiled)
     sampler.load_weights(model)
     compile_start = time.perf_counter()
-    state = sampler._decoding(ROWS, PROMPT + new_tokens, new_tokens, greedy=False, top_p=False)  # (and graph)
+    state = sampler._decoding(ROWS, PROMPT + new_tokens, new_tokens, greedy=False, top_p=False)  # (and graphs)
     state.cache.slots = state.slot
     state.cache.window = PROMPT + new_tokens  # the last window: every step reads the whole cache, as the last ones do
     state.visible.fill_(True)

@@ -161,7 +161,7 @@ class Sampler:
         for step in range(1, max_new_tokens):
             if step % CHECK_EVERY == 0 and bool(state.finished.all()):
                 break
-            window = min(math.ceil((prompt_length + step) / WINDOW) * WINDOW, length)  # this step's slot, and before
+            window = window_of(prompt_length + step, length)  # this step's slot, and before
             if state.graphs:
                 state.graphs[window].replay()
             else:
@@ -251,8 +251,14 @@ class Sampler:
         return torch.where(visible, self.bias_values[0], self.bias_values[1])
 
 
+def window_of(positions: int, length: int) -> int:
+    """The window a decode step attends to when cache positions 0..positions-1 must be visible."""
+    return min(math.ceil(positions / WINDOW) * WINDOW, length)
+
+
 def windows(length: int) -> list[int]:
-    """The attention windows of a cache of `length` positions: every multiple of WINDOW below it, and itself."""
+    """Every window of a cache of `length` positions (what window_of can return): the multiples of WINDOW below
+    it, and itself."""
     return [*range(WINDOW, length, WINDOW), length]
 
 

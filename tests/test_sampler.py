@@ -127,7 +127,7 @@ def test_a_compiled_decode_step_samples_the_current_weights_exactly(model_and_sa
     sampler = Sampler(model.config, torch.float32, torch.device("cpu"), cuda_graphs=True, compiled=True)
     sampler.load_weights(model)
     input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS * 2)
-    pad, new_tokens = tiny_tokenizer.pad_token_id, WINDOW + 10  # two windows: a compile for each size of the first
+    pad, new_tokens = tiny_tokenizer.pad_token_id, WINDOW + 10  # into a second window: compiled again, symbolically
     sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1, pad=pad)  # compiles
     other = perturbed_model(tiny_model_dir)
     sampler.load_weights(other)  # after the compile: the compiled step must read the new weights
