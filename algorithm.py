@@ -119,12 +119,13 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
             batch.batch["reward_baselines"] = score(run, greedy, problems, n=1)[0].sum(-1).repeat_interleave(n)  # (B*n,)
 
     with log.timer("log_prob"):
-        batch = batch.union(training.compute_log_probs(run.workers, batch, cfg))  # old_log_probs, entropys
-        if cfg.algorithm.policy_loss == "bypass_mode":  # the loss corrects against the sampler's own log-probs
-            batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
-        else:  # engine vs trainer log-probs: verl's rollout_corr/ metrics, and importance weights if rollout_is
-            batch, correction = compute_rollout_correction_and_add_to_batch(batch, run.verl_cfg.algorithm.rollout_correction)
-            metrics.update(correction)
+        if training.needs_old_log_probs(cfg):  # else on-policy: the update's own forward gives them
+            batch = batch.union(training.compute_log_probs(run.workers, batch, cfg))  # old_log_probs, entropys
+            if cfg.algorithm.policy_loss == "bypass_mode":  # the loss corrects against the sampler's own log-probs
+                batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
+            else:  # engine vs trainer log-probs: verl's rollout_corr/ metrics, and importance weights if rollout_is
+                batch, correction = compute_rollout_correction_and_add_to_batch(batch, run.verl_cfg.algorithm.rollout_correction)
+                metrics.update(correction)
         if training.needs_reference(cfg):
             batch = batch.union(training.compute_ref_log_probs(run.workers, batch, cfg))  # ref_log_prob
         if training.needs_critic(cfg):
@@ -147,10 +148,11 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
             metrics.update(training.update_actor(run.workers, batch, cfg))
 
     mask = batch.batch["response_mask"].bool()
+    entropy = batch.batch["entropys" if "entropys" in batch.batch.keys() else "rollout_entropy"]  # (B*n, R): the trainer's or the sampler's
     return {
         "train/reward_mean": scores.sum(-1).mean().item(),
         "train/accuracy": float(np.mean(accuracy)),
-        "train/entropy": batch.batch["entropys"][mask].mean().item(),
+        "train/entropy": entropy[mask].mean().item(),
         "train/sampled_tokens": int(mask.sum()),  # the model's own response tokens this step
         **metrics,
         **inference.episode_metrics(batch),  # multi-turn: turns and tool calls per episode

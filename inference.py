@@ -116,7 +116,9 @@ def converse(engine, tokenizer, episodes: list[Episode], cfg, seed: int, greedy:
             length = min(int(rollout["response_mask"][row].sum()), limit - len(episode.response_ids))  # up to eos
             ids = rollout["responses"][row, :length].tolist()
             text = tokenizer.decode(ids, skip_special_tokens=True)
-            episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(), text)
+            entropy = rollout.get("rollout_entropy", torch.zeros_like(rollout["rollout_log_probs"]))  # hf's only
+            episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(),
+                                   entropy[row, :length].tolist(), text)
             reply = respond(episode, ids, text)
             episode.done = reply is None or turn + 1 == cfg.inference.max_turns or len(episode.response_ids) >= limit
             if not episode.done:

@@ -24,7 +24,7 @@ from verl.workers.config import TrainingWorkerConfig
 from verl.workers.utils.losses import value_loss
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
-from kit.batching import micro_batch_size
+from kit.on_policy import ON_POLICY, skips_old_log_probs
 from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
 from kit.worker import CriticWorker, KitWorker
 
@@ -74,6 +74,12 @@ def needs_reference(cfg) -> bool:
     return cfg.training.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
 
 
+def needs_old_log_probs(cfg) -> bool:
+    """Whether the 'old' log-probs need a pass of their own; on-policy the update's own forward gives them
+    (kit/on_policy.py: one epoch over one mini-batch, sampled by the hf engine)."""
+    return not skips_old_log_probs(cfg)
+
+
 def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
     """Log-probs and entropy of the response tokens under the current actor: the PPO 'old' policy
     (and, for the optimal-token-baseline estimators, the sum over the vocabulary of pi^2 per token)."""
@@ -102,10 +108,11 @@ def compute_values(workers: Workers, batch: DataProto, cfg) -> DataProto:
 
 def update_actor(workers: Workers, batch: DataProto, cfg) -> dict:
     """PPO update of the actor on this step's rollouts with verl's policy loss: ppo_epochs passes, one
-    optimizer step per mini-batch of prompts. Returns actor/* metrics (which ones depends on the loss)."""
+    optimizer step per mini-batch of prompts. A batch without old_log_probs takes them from the update's own
+    forward (on-policy, see needs_old_log_probs). Returns actor/* metrics (which ones depends on the loss)."""
     actor = cfg.training.actor
-    data = _to_workers(batch, workers.actor, cfg,
-                       calculate_entropy=actor.entropy_coeff != 0, compute_loss=True, **_update_plan(cfg, len(batch)))
+    data = _to_workers(batch, workers.actor, cfg, calculate_entropy=actor.entropy_coeff != 0, compute_loss=True,
+                       **{ON_POLICY: "old_log_probs" not in batch.batch.keys()}, **_update_plan(cfg, len(batch)))
     return _named_metrics(workers.actor.update_actor(data), "actor")
 
 
@@ -148,10 +155,11 @@ def _update_plan(cfg, rows: int) -> dict:
 
 
 def _to_workers(batch: DataProto, workers, cfg, **meta):
+    """verl's jagged layout, split on each worker into micro-batches of at most max_tokens_per_gpu tokens (verl's
+    dynamic batch size; a micro-batch holds at least one row, so the limit is at least the longest row)."""
+    longest = int(batch.batch["attention_mask"].sum(-1).max())
     data = left_right_2_no_padding(batch.to_tensordict())
-    rows = meta.get("mini_batch_size", len(batch)) // workers.world_size  # what one worker holds at a time
-    micro = micro_batch_size(rows, cfg.training.actor.batch_size_per_gpu)
-    tu.assign_non_tensor(data, micro_batch_size_per_gpu=micro, use_dynamic_bsz=False,
+    tu.assign_non_tensor(data, use_dynamic_bsz=True, max_token_len_per_gpu=max(cfg.training.actor.max_tokens_per_gpu, longest),
                          temperature=cfg.inference.temperature, **meta)
     return data
 
@@ -164,6 +172,8 @@ def _named_metrics(output, role: str) -> dict:
         values = torch.tensor([float(v) for v in (value if isinstance(value, list) else [value])])
         if key == "mfu":
             metrics[f"perf/mfu/{role}"] = values.mean().item()
+        elif key.startswith("rollout_corr/"):  # the on-policy update's own (kit/on_policy.py)
+            metrics[key] = values.mean().item()
         elif key == "perf/max_memory_allocated_gb":
             metrics[key] = values.max().item()
         elif not key.startswith("perf/"):

@@ -15,14 +15,15 @@
 #   *qwen*             the random Qwen2.5-0.5B shape, else the random SmolLM2-135M one (bench/random_model.py)
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
 #   Ngpu, vllm         kit only: num_gpus=N (2gpu, 8gpu; else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
-#   microN             kit only: training.actor.batch_size_per_gpu=N
+#   tokN               kit only: training.actor.max_tokens_per_gpu=N (tokens per micro-batch)
+#   fusedtorch/triton  kit only: training.actor.fused_kernels=torch / triton
 #   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
 #   kit-default*       the kit's default task for $STEPS steps (default 20), a checkpoint every 10; with *resume*
 #                      the run is killed (SIGKILL) once step 12 is logged and started again: it resumes from step 10
-# Kit throughput runs: 64 prompts x 8 responses (bench/throughput_task.py), $STEPS steps (default 5), Qwen with
-# micro-batch $QWEN_MICRO (default 16). $MODELS (default /tmp/models) holds the random models, built first if
+# Kit throughput runs: 64 prompts x 8 responses (bench/throughput_task.py), $STEPS steps (default 5); TRL's Qwen
+# runs with micro-batch $QWEN_MICRO (default 16). $MODELS (default /tmp/models) holds the random models, built first if
 # missing. $EXTRA is appended to every kit command (a CPU dry run: EXTRA="num_gpus=0 batch_size=4 ...", and
 # SMOKE=1 for bench/trl_bench.py).
 root=/tmp/runs/bench; models=${MODELS:-/tmp/models}; mkdir -p $root
@@ -31,8 +32,9 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   local name=${1%@*} gpus= shape=smollm2-135m len=${LEN:-256} ngpu=1 cmd
   [[ $1 == *@* ]] && gpus=${1#*@} && export CUDA_VISIBLE_DEVICES=$gpus
   local dir=$root/$name; mkdir -p $dir
-  local micro=; for part in ${name//-/ }; do
-    [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^micro([0-9]+)$ ]] && micro=${BASH_REMATCH[1]}
+  local tokens= fused=; for part in ${name//-/ }; do
+    [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^tok([0-9]+)$ ]] && tokens=${BASH_REMATCH[1]}
+    [[ $part =~ ^fused(torch|triton)$ ]] && fused=${BASH_REMATCH[1]}
     [[ $part =~ ^([0-9]+)gpu$ ]] && ngpu=${BASH_REMATCH[1]}; done
   [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
   case $name in
@@ -42,17 +44,17 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
                      num_gpus=$ngpu" ;;
     kit-*) cmd="python algorithm.py env=bench/throughput_task.py model_path=$models/$shape batch_size=64 n_generations=8
                 inference.max_response_length=$len steps_per_epoch=${STEPS:-5} save_every=0 val_every=0 resume=off
-                output_dir=$dir num_gpus=$ngpu"
-           [[ $shape == qwen* ]] && cmd+=" training.actor.batch_size_per_gpu=${QWEN_MICRO:-16}" ;;
+                output_dir=$dir num_gpus=$ngpu" ;;
     gen-*) cmd="python bench/generation.py $models/$shape $len $dir/result.json" ;;
     trl-learn*) cmd="python bench/trl_bench.py learn ${VERL_KIT_CACHE:-$HOME/.cache/verl-kit}/smollm2 $dir/result.json" ;;
     trl-*) cmd="python bench/trl_bench.py throughput $models/$shape $len $dir/result.json"
-           [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # the kit's micro-batch for the same shape
+           [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # as in the earlier TRL comparisons
     *) echo "$name: unknown run (kit-* or trl-*)" >> $root/status; return ;;
   esac
-  if [[ $name == kit-* ]]; then  # the name's engine and micro-batch, then $EXTRA, which overrides them
+  if [[ $name == kit-* ]]; then  # the name's engine, micro-batch tokens and fused kernels, then $EXTRA, which overrides them
     [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
-    [[ -n $micro ]] && cmd+=" training.actor.batch_size_per_gpu=$micro"
+    [[ -n $tokens ]] && cmd+=" training.actor.max_tokens_per_gpu=$tokens"
+    [[ -n $fused ]] && cmd+=" training.actor.fused_kernels=$fused"
     [[ $name == *compile* ]] && cmd+=" inference.compile=true"
     cmd+=" $EXTRA"
   fi

@@ -1,14 +1,8 @@
-"""Batch shapes: micro-batch sizes that always divide the rows a worker holds (verl asserts they do), and
-verl's rollout layout that every engine returns."""
+"""verl's rollout layout that every engine returns."""
 
 import torch
 from tensordict import TensorDict
 from verl.utils.model import compute_position_id_with_mask
-
-
-def micro_batch_size(rows_per_worker: int, limit: int) -> int:
-    """The largest divisor of `rows_per_worker` that is at most `limit` (training.actor.batch_size_per_gpu)."""
-    return max(size for size in range(1, min(limit, rows_per_worker) + 1) if rows_per_worker % size == 0)
 
 
 def rollout_layout(prompts, prompt_mask, responses, response_mask) -> TensorDict:

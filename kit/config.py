@@ -11,7 +11,7 @@ from kit.errors import KitError
 from kit.task import is_finite_number
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
-                 "keep_last_n", "inference.max_response_length", "training.actor.batch_size_per_gpu",
+                 "keep_last_n", "inference.max_response_length", "training.actor.max_tokens_per_gpu",
                  "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn",
                  "inference.max_tool_output",
                  "inference.tensor_parallel_size", "inference.max_num_batched_tokens")
@@ -168,6 +168,7 @@ def _check_values(cfg: DictConfig):
     if cfg.algorithm.rollout_is_threshold <= 0:
         raise KitError(f"config key 'algorithm.rollout_is_threshold' must be > 0, got {cfg.algorithm.rollout_is_threshold}")
     _check_choice(cfg, "training.actor.lr_schedule", ("constant", "cosine"))
+    _check_choice(cfg, "training.actor.fused_kernels", ("none", "torch", "triton"))
     if cfg.resume is False:  # YAML reads a bare `off` as false
         cfg.resume = "off"
     resume = cfg.resume

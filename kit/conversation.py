@@ -27,6 +27,7 @@ class Episode:
     response_ids: list[int] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)  # 1: sampled by the model, 0: a tool or environment message
     log_probs: list[float] = field(default_factory=list)  # the sampler's, 0 on untrained tokens
+    entropy: list[float] = field(default_factory=list)  # the hf sampler's per token (kit/sampler.py), 0 on untrained
     turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
@@ -39,10 +40,11 @@ class Episode:
     def context(self) -> list[int]:
         return self.prompt_ids + self.response_ids
 
-    def add_model_turn(self, ids: list[int], log_probs: list[float], text: str):
+    def add_model_turn(self, ids: list[int], log_probs: list[float], entropy: list[float], text: str):
         self.response_ids += ids
         self.trained += [1] * len(ids)
         self.log_probs += log_probs
+        self.entropy += entropy
         self.turns += 1
         if self.messages is not None:
             self.messages.append({"role": "assistant", "content": text})
@@ -54,12 +56,13 @@ class Episode:
         self.response_ids += ids
         self.trained += [0] * len(ids)
         self.log_probs += [0.0] * len(ids)
+        self.entropy += [0.0] * len(ids)
         if self.messages is not None:
             self.messages += messages
 
     def truncate(self, limit: int) -> bool:
         """Cut the response to `limit` tokens; True if it reached the limit."""
-        for tokens in (self.response_ids, self.trained, self.log_probs):
+        for tokens in (self.response_ids, self.trained, self.log_probs, self.entropy):
             del tokens[limit:]
         return len(self.response_ids) >= limit
 
@@ -106,12 +109,14 @@ def assemble(episodes: list[Episode], prompt_ids: torch.Tensor, prompt_mask: tor
     response_mask = torch.zeros((rows, response_length), dtype=prompt_mask.dtype)
     response_attention = torch.zeros((rows, response_length), dtype=prompt_mask.dtype)
     log_probs = torch.zeros((rows, response_length))
+    entropy = torch.zeros((rows, response_length))
     for row, episode in enumerate(episodes):
         length = len(episode.response_ids)
         responses[row, :length] = torch.tensor(episode.response_ids, dtype=torch.long)
         response_mask[row, :length] = torch.tensor(episode.trained, dtype=prompt_mask.dtype)
         response_attention[row, :length] = 1
         log_probs[row, :length] = torch.tensor(episode.log_probs)
+        entropy[row, :length] = torch.tensor(episode.entropy)
     attention_mask = torch.cat([prompt_mask, response_attention], dim=1)  # (B, P + R)
     return {
         "prompts": prompt_ids,
@@ -121,4 +126,5 @@ def assemble(episodes: list[Episode], prompt_ids: torch.Tensor, prompt_mask: tor
         "position_ids": compute_position_id_with_mask(attention_mask),
         "response_mask": response_mask,
         "rollout_log_probs": log_probs,
+        "rollout_entropy": entropy,
     }

@@ -89,6 +89,7 @@ class Decoding:
     finished: torch.Tensor  # (B,) the row has written its eos
     responses: torch.Tensor  # (B, R) sampled tokens, pad after eos
     log_probs: torch.Tensor  # (B, R) their log-probs under the sampling temperature, 0 after eos
+    entropy: torch.Tensor  # (B, R) the entropy of the distribution each was drawn from, 0 after eos (and greedy)
     temperature: torch.Tensor  # () read by the captured graph, so one graph serves every temperature
     top_p: torch.Tensor  # ()
     eos: torch.Tensor  # ()
@@ -126,9 +127,10 @@ class Sampler:
 
     @torch.no_grad()
     def generate(self, input_ids, prompt_mask, max_new_tokens: int, temperature: float, top_p: float, eos: int,
-                 pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample up to max_new_tokens for each left-padded prompt row (B, P); greedy when temperature is 0.
-        Returns the responses (B, R), pad after each row's eos, and their log-probs (B, R)."""
+        Returns the responses (B, R), pad after each row's eos, their log-probs (B, R) and the entropy of each
+        token's distribution (B, R)."""
         rows, prompt_length = input_ids.shape
         length = math.ceil(prompt_length / 64) * 64 + max_new_tokens  # bucketed, so similar prompts share a graph
         state = self._decoding(rows, length, max_new_tokens, greedy=temperature == 0, top_p=top_p < 1)
@@ -140,6 +142,7 @@ class Sampler:
         state.step.zero_()
         state.responses.fill_(pad)
         state.log_probs.zero_()
+        state.entropy.zero_()
         state.visible.zero_()
         state.visible[:, :prompt_length] = prompt_mask.bool()
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
@@ -149,9 +152,8 @@ class Sampler:
         state.cache.slots = torch.arange(prompt_length, device=self.device)
         state.cache.window = prompt_length
         visible = (causal & state.visible[:, None, :prompt_length])[:, None]  # (B, 1, P, P)
-        logits = self.model(input_ids=input_ids, attention_mask=self._bias(visible),
-                            position_ids=positions, past_key_values=state.cache, use_cache=True,
-                            logits_to_keep=1).logits[:, -1]  # (B, V)
+        logits = self._last_logits(input_ids=input_ids, attention_mask=self._bias(visible),
+                                   position_ids=positions, past_key_values=state.cache)  # (B, V)
         self._pick(state, logits)
 
         # The new tokens: one decode step each, until every row has stopped.
@@ -167,7 +169,7 @@ class Sampler:
             else:
                 state.cache.window = window
                 self.decode_step(state)
-        return state.responses.clone(), state.log_probs.clone()
+        return state.responses.clone(), state.log_probs.clone(), state.entropy.clone()
 
     def _decoding(self, rows: int, length: int, max_new_tokens: int, greedy: bool, top_p: bool) -> Decoding:
         """The buffers (and graphs) for this batch shape: kept for the next call of the same shape."""
@@ -184,7 +186,8 @@ class Sampler:
             cache=KVCache(self.config, rows, length, self.dtype, self.device), tokens=zeros(rows, 1),
             positions=zeros(rows, 1), slot=zeros(1), step=zeros(1), visible=zeros(rows, length, dtype=torch.bool),
             finished=zeros(rows, dtype=torch.bool), responses=zeros(rows, max_new_tokens),
-            log_probs=zeros(rows, max_new_tokens, dtype=torch.float32), temperature=torch.ones((), device=self.device),
+            log_probs=zeros(rows, max_new_tokens, dtype=torch.float32),
+            entropy=zeros(rows, max_new_tokens, dtype=torch.float32), temperature=torch.ones((), device=self.device),
             top_p=torch.ones((), device=self.device), eos=zeros(), pad=zeros(), greedy=greedy, use_top_p=top_p,
         )
         if self.cuda_graphs:
@@ -218,11 +221,18 @@ class Sampler:
         cache positions come from state.slot), so it can be captured as a CUDA graph."""
         state.visible.index_fill_(1, state.slot, True)  # a token attends to itself
         visible = state.visible[:, None, None, :state.cache.window]  # (B, 1, 1, window)
-        logits = self.model(input_ids=state.tokens, attention_mask=self._bias(visible),
-                            position_ids=state.positions, past_key_values=state.cache, use_cache=True).logits[:, -1]
+        logits = self._last_logits(input_ids=state.tokens, attention_mask=self._bias(visible),
+                                   position_ids=state.positions, past_key_values=state.cache)  # (B, V)
         self._pick(state, logits)
         state.positions.add_(1)
         state.slot.add_(1)
+
+    def _last_logits(self, **inputs) -> torch.Tensor:
+        """The logits (B, V) of each row's last position. Through the decoder and the LM head directly, not the
+        model class's forward: verl's fused kernels replace that forward (for every model of the class in the
+        worker, this copy included) with one that returns log-probs instead of logits."""
+        hidden = self.model.get_decoder()(**inputs, use_cache=True).last_hidden_state[:, -1]  # (B, hidden)
+        return self.model.get_output_embeddings()(hidden)
 
     def _pick(self, state: Decoding, logits: torch.Tensor):
         """Sample (or take the argmax of) each row's next token from its logits (B, V), record it and its
@@ -232,6 +242,8 @@ class Sampler:
             token = log_probs.argmax(-1)
         else:
             probs = log_probs.exp()
+            entropy = -(probs * log_probs).sum(-1)  # (B,), verl's entropy of the temperature-scaled distribution
+            state.entropy.index_copy_(1, state.step, torch.where(state.finished, 0.0, entropy)[:, None])
             if state.use_top_p:
                 probs = top_p_filter(probs, state.top_p)
             # argmax of p / Exp(1) noise draws from p (the exponential-race form of sampling), with no host sync

@@ -28,7 +28,7 @@ def compose_verl_config(overrides: dict) -> DictConfig:
 def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
     """The verl config fields that follow from the kit's config."""
     actor, critic, algo = cfg.training.actor, cfg.training.critic, cfg.algorithm
-    micro = actor.batch_size_per_gpu
+    tokens = actor.max_tokens_per_gpu  # micro-batches by token count (verl's dynamic batch size)
     # FSDP mixed precision: verl's bf16 default on GPUs; on a CPU bf16 matmuls are slow and gain nothing.
     precision = None if on_gpu else {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
     model = {
@@ -44,6 +44,8 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
     return {
         "trainer.device": "cuda" if on_gpu else "cpu",
         **{f"actor_rollout_ref.model.{key}": value for key, value in model.items()},
+        "actor_rollout_ref.model.use_fused_kernels": actor.fused_kernels != "none",
+        "actor_rollout_ref.model.fused_kernel_options.impl_backend": None if actor.fused_kernels == "none" else actor.fused_kernels,
         "actor_rollout_ref.actor.strategy": actor.strategy,
         "actor_rollout_ref.actor.optim.lr": actor.lr,
         "actor_rollout_ref.actor.optim.lr_scheduler_type": actor.lr_schedule,
@@ -52,7 +54,8 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "actor_rollout_ref.actor.grad_clip": actor.grad_clip,
         "actor_rollout_ref.actor.ppo_epochs": actor.ppo_epochs,
         "actor_rollout_ref.actor.ppo_mini_batch_size": mini_batch,
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": micro,
+        "actor_rollout_ref.actor.use_dynamic_bsz": True,
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": tokens,
         "actor_rollout_ref.actor.use_kl_loss": actor.use_kl_loss,
         "actor_rollout_ref.actor.kl_loss_coef": actor.kl_loss_coef,
         "actor_rollout_ref.actor.kl_loss_type": actor.kl_loss_type,
@@ -69,9 +72,11 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "actor_rollout_ref.actor.fsdp_config.mixed_precision": precision,
         "actor_rollout_ref.actor.fsdp_config.seed": cfg.seed,
         "actor_rollout_ref.ref.fsdp_config.mixed_precision": precision,
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": micro,
+        "actor_rollout_ref.ref.log_prob_use_dynamic_bsz": True,
+        "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu": tokens,
         **{f"actor_rollout_ref.rollout.{key}": value for key, value in rollout_overrides(cfg).items()},
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": micro,
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz": True,
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": tokens,
         **{f"critic.model.{key}": value for key, value in model.items()},
         "critic.model.path": critic.model_path or model_dir,
         "critic.model.tokenizer_path": model_dir,
@@ -79,7 +84,9 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "critic.optim.lr": critic.lr,
         "critic.ppo_epochs": actor.ppo_epochs,
         "critic.ppo_mini_batch_size": mini_batch,
-        "critic.ppo_micro_batch_size_per_gpu": micro,
+        "critic.use_dynamic_bsz": True,
+        "critic.ppo_max_token_len_per_gpu": tokens,
+        "critic.forward_max_token_len_per_gpu": tokens,
         "critic.cliprange_value": critic.cliprange_value,
         "critic.fsdp.use_torch_compile": on_gpu,
         "critic.fsdp.mixed_precision": precision,

@@ -7,6 +7,7 @@ decoding with a static KV cache and CUDA graphs. On CPU, one GPU or N GPUs.
 """
 
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from tensordict import TensorDict
@@ -20,7 +21,7 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import cpu_platform, token_log_probs
+from kit import causal_padding, cpu_platform, on_policy, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
@@ -28,6 +29,7 @@ from kit.sampler import Sampler
 
 def _prepare_process():
     token_log_probs.install()
+    causal_padding.install()
     if get_device_name() == "cpu":
         cpu_platform.init_process_group()
         cpu_platform.register_fsdp_engines()
@@ -44,6 +46,12 @@ class KitWorker(ActorRolloutRefWorker):
         self._is_ref = "ref" in role
         self.sampler = None  # the hf engine's sampler, built at the first rollout
         self.sampler_policy = None  # the policy version whose weights the sampler holds
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_model(self):
+        super().init_model()
+        # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/on_policy.py)
+        self.set_loss_fn(partial(on_policy.ppo_loss, config=self.loss_fn.keywords["config"]))
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def generate(self, prompts: TensorDict) -> TensorDict:
@@ -62,10 +70,11 @@ class KitWorker(ActorRolloutRefWorker):
         torch.manual_seed(meta["seed"] + 1_000_003 * self.actor.engine.get_data_parallel_rank())
         input_ids = prompts["input_ids"].to(sampler.device)  # (B, P)
         prompt_mask = prompts["attention_mask"].to(sampler.device)  # (B, P)
-        responses, log_probs = sampler.generate(input_ids, prompt_mask, meta["max_new_tokens"], meta["temperature"],
-                                                meta["top_p"], meta["eos"], meta["pad"])  # (B, R) each
+        responses, log_probs, entropy = sampler.generate(input_ids, prompt_mask, meta["max_new_tokens"],
+                                                         meta["temperature"], meta["top_p"], meta["eos"],
+                                                         meta["pad"])  # (B, R) each
         rollout = rollout_fields(input_ids, prompt_mask, responses, meta["eos"])
-        rollout["rollout_log_probs"] = log_probs
+        rollout["rollout_log_probs"], rollout["rollout_entropy"] = log_probs, entropy
         return rollout.cpu()
 
     def _sampler(self, cuda_graphs: bool, compiled: bool) -> Sampler:

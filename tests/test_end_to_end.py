@@ -50,12 +50,14 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     assert model.generate(ids, max_new_tokens=2, do_sample=False).shape[1] > ids.shape[1]
 
 
-def test_one_step_on_the_embedded_smollm2(tmp_path):
+def test_one_step_on_the_embedded_smollm2_with_fused_log_probs(tmp_path):
     result = run_kit("batch_size=2", "n_generations=2", "val_size=2", "steps_per_epoch=1", "save_every=0",
-                     "inference.max_response_length=8", f"output_dir={tmp_path}")
+                     "inference.max_response_length=8", "training.actor.fused_kernels=torch", f"output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert any("train/reward_mean" in row for row in rows)
+    step = next(row for row in rows if "train/reward_mean" in row)
+    # on-policy, the update's own (fused) log-probs are compared with the sampler's: equal in float32
+    assert step["rollout_corr/log_ppl_abs_diff"] < 1e-4 and step["timing/log_prob"] < 0.1
 
 
 @pytest.mark.parametrize("overrides, message", [

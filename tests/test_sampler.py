@@ -23,14 +23,17 @@ def encoded(tokenizer, prompts=PROMPTS):
     return batch["input_ids"], batch["attention_mask"]  # (B, P), left-padded
 
 
-def trainer_log_probs(model, input_ids, prompt_mask, responses, response_mask, temperature=1.0):
-    """Log-probs of the responses from one full forward over prompt + response, as a trainer computes them."""
+def trainer_log_probs(model, input_ids, prompt_mask, responses, response_mask, temperature=1.0, entropy=False):
+    """Log-probs of the responses from one full forward over prompt + response, as a trainer computes them (and
+    with entropy=True, each position's entropy too)."""
     attention_mask = torch.cat([prompt_mask, response_mask], 1)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         logits = model(torch.cat([input_ids, responses], 1), attention_mask=attention_mask, position_ids=positions).logits
     logits = logits[:, input_ids.shape[1] - 1:-1].float() / temperature  # (B, R, V): the logits that chose each token
-    return torch.log_softmax(logits, -1).gather(-1, responses[:, :, None]).squeeze(-1)
+    log_probs = torch.log_softmax(logits, -1)  # (B, R, V)
+    picked = log_probs.gather(-1, responses[:, :, None]).squeeze(-1)
+    return (picked, -(log_probs.exp() * log_probs).sum(-1)) if entropy else picked
 
 
 def test_greedy_equals_hugging_face_generate(model_and_sampler, tiny_tokenizer):
@@ -40,7 +43,7 @@ def test_greedy_equals_hugging_face_generate(model_and_sampler, tiny_tokenizer):
     with torch.no_grad():
         expected = model.generate(input_ids, attention_mask=prompt_mask, do_sample=False, top_p=None, top_k=None,
                                   max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)[:, input_ids.shape[1]:]
-    responses, _ = sampler.generate(input_ids, prompt_mask, 10, temperature=0.0, top_p=1.0, eos=eos, pad=pad)
+    responses, _, _ = sampler.generate(input_ids, prompt_mask, 10, temperature=0.0, top_p=1.0, eos=eos, pad=pad)
     assert torch.equal(responses[:, :expected.shape[1]], expected)
 
 
@@ -49,17 +52,20 @@ def test_sampled_log_probs_equal_the_trainers_and_rows_stop_at_their_eos(model_a
     input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS * 4)
     eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
     torch.manual_seed(0)
-    responses, log_probs = sampler.generate(input_ids, prompt_mask, 16, temperature=0.7, top_p=1.0, eos=eos, pad=pad)
+    responses, log_probs, entropy = sampler.generate(input_ids, prompt_mask, 16, temperature=0.7, top_p=1.0, eos=eos,
+                                                     pad=pad)
     stopped = (responses == eos).any(-1)
     assert stopped.any() and not stopped.all()  # some rows stop early, others run to the limit
     for row in responses[stopped]:  # after its eos a row holds only pad
         after = row[(row == eos).nonzero()[0, 0] + 1:]
         assert (after == pad).all()
     response_mask = (torch.cumsum(responses == eos, -1) - (responses == eos).long() == 0).long()  # up to and with eos
-    expected = trainer_log_probs(model, input_ids, prompt_mask, responses, response_mask, temperature=0.7)
+    expected, expected_entropy = trainer_log_probs(model, input_ids, prompt_mask, responses, response_mask,
+                                                   temperature=0.7, entropy=True)
     kept = response_mask.bool()
     assert torch.allclose(log_probs[kept], expected[kept], atol=1e-4)
-    assert (log_probs[~kept] == 0).all()
+    assert torch.allclose(entropy[kept], expected_entropy[kept], atol=1e-4)  # what train/entropy reports on-policy
+    assert (log_probs[~kept] == 0).all() and (entropy[~kept] == 0).all()
 
 
 def test_samples_follow_the_models_distribution_and_the_seed(model_and_sampler, tiny_tokenizer):
@@ -67,7 +73,7 @@ def test_samples_follow_the_models_distribution_and_the_seed(model_and_sampler, 
     input_ids, prompt_mask = encoded(tiny_tokenizer, PROMPTS[:1] * 4000)  # one prompt, 4000 rows: n samples in one batch
     eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
     torch.manual_seed(1)
-    first, _ = sampler.generate(input_ids, prompt_mask, 1, temperature=0.5, top_p=1.0, eos=eos, pad=pad)
+    first, _, _ = sampler.generate(input_ids, prompt_mask, 1, temperature=0.5, top_p=1.0, eos=eos, pad=pad)
     with torch.no_grad():
         logits = model(input_ids[:1], attention_mask=prompt_mask[:1]).logits[0, -1].float()
     probs = torch.softmax(logits / 0.5, -1)  # (V,)
@@ -78,7 +84,7 @@ def test_samples_follow_the_models_distribution_and_the_seed(model_and_sampler, 
     reference = distance(torch.multinomial(probs, len(first), replacement=True))  # what sampling noise alone gives
     assert distance(first[:, 0]) < 1.5 * reference + 0.01
     torch.manual_seed(1)
-    again, _ = sampler.generate(input_ids, prompt_mask, 1, temperature=0.5, top_p=1.0, eos=eos, pad=pad)
+    again, _, _ = sampler.generate(input_ids, prompt_mask, 1, temperature=0.5, top_p=1.0, eos=eos, pad=pad)
     assert torch.equal(first, again)
 
 
@@ -89,10 +95,32 @@ def test_a_long_response_reads_each_window_of_the_cache_right(model_and_sampler,
     input_ids, prompt_mask = encoded(tiny_tokenizer)
     new_tokens = 2 * WINDOW + 10
     assert windows(64 + new_tokens) == [WINDOW, 2 * WINDOW, 3 * WINDOW, 64 + new_tokens]
-    responses, log_probs = sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1,
+    responses, log_probs, _ = sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1,
                                             pad=tiny_tokenizer.pad_token_id)  # eos=-1: every row runs to the end
     expected = trainer_log_probs(model, input_ids, prompt_mask, responses, torch.ones_like(responses))
     assert torch.allclose(log_probs, expected, atol=1e-4)
+
+
+def test_verls_fused_forward_leaves_the_sampler_alone(model_and_sampler, tiny_tokenizer):
+    """verl's fused kernels replace the model class's forward in the worker (the sampler's copy is of that class);
+    the sampler goes through the decoder and LM head itself and samples exactly as before."""
+    from verl.models.transformers.monkey_patch import patch_forward_with_backends
+
+    model, sampler = model_and_sampler
+    input_ids, prompt_mask = encoded(tiny_tokenizer)
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    torch.manual_seed(3)
+    before = sampler.generate(input_ids, prompt_mask, 8, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
+    forward = type(model).forward
+    patch_forward_with_backends(model, use_fused_kernels=True, fused_kernels_backend="torch")
+    try:
+        assert type(sampler.model).forward is not forward  # the class's forward is verl's now
+        torch.manual_seed(3)
+        after = sampler.generate(input_ids, prompt_mask, 8, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
+    finally:
+        type(model).forward = forward
+    for old, new in zip(before, after):
+        assert torch.equal(old, new)
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
@@ -117,7 +145,7 @@ def test_new_weights_reach_the_sampler(model_and_sampler, tiny_tokenizer, tiny_m
     input_ids, prompt_mask = encoded(tiny_tokenizer)
     eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
     sampler.load_weights(other)
-    _, log_probs = sampler.generate(input_ids, prompt_mask, 6, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
+    _, log_probs, _ = sampler.generate(input_ids, prompt_mask, 6, temperature=1.0, top_p=1.0, eos=eos, pad=pad)
     sampler.load_weights(model)  # the module's fixture back as it was
     assert not torch.allclose(log_probs, sampler.generate(input_ids, prompt_mask, 6, 1.0, 1.0, eos, pad)[1])
 
@@ -131,7 +159,7 @@ def test_a_compiled_decode_step_samples_the_current_weights_exactly(model_and_sa
     sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1, pad=pad)  # compiles
     other = perturbed_model(tiny_model_dir)
     sampler.load_weights(other)  # after the compile: the compiled step must read the new weights
-    responses, log_probs = sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1,
+    responses, log_probs, _ = sampler.generate(input_ids, prompt_mask, new_tokens, temperature=1.0, top_p=1.0, eos=-1,
                                             pad=pad)
     expected = trainer_log_probs(other, input_ids, prompt_mask, responses, torch.ones_like(responses))
     assert torch.allclose(log_probs, expected, atol=1e-4)

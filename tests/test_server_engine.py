@@ -96,7 +96,7 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
     input_ids, prompt_mask = inference.left_pad(contexts, pad)  # (B, P): as the hf engine receives them
     sampler = Sampler(server.model.config, torch.float32, torch.device("cpu"), cuda_graphs=False)  # the hf engine's
     sampler.load_weights(server.model)
-    responses, _ = sampler.generate(input_ids, prompt_mask, max_new, temperature=0.0, top_p=1.0, eos=eos, pad=pad)
+    responses, _, _ = sampler.generate(input_ids, prompt_mask, max_new, temperature=0.0, top_p=1.0, eos=eos, pad=pad)
     expected = rollout_fields(input_ids, prompt_mask, responses, eos)  # the hf engine's layout
     for key in expected.keys():
         assert torch.equal(got[key], expected[key]), key

@@ -8,7 +8,6 @@ from conftest import kit_config
 
 import inference
 from kit import cpu_platform
-from kit.batching import micro_batch_size
 from kit.errors import KitError
 from kit.models import resolve_model_path
 from kit.preflight import check_algorithm, check_no_trl
@@ -32,13 +31,6 @@ def test_cpu_platform_registers_verls_fsdp_engines():
     cpu_platform.register_fsdp_engines()
     assert EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__ == "FSDPEngineWithLMHead"
     assert EngineRegistry.get_engine_cls("value_model", "fsdp2").__name__ == "FSDPEngineWithValueHead"
-
-
-def test_micro_batch_size_always_divides():
-    assert micro_batch_size(32, 8) == 8
-    assert micro_batch_size(12, 8) == 6
-    assert micro_batch_size(7, 4) == 1
-    assert micro_batch_size(4, 32) == 4
 
 
 def test_model_path_errors(tmp_path):

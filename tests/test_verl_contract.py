@@ -113,3 +113,39 @@ def test_token_log_probs_replace_verls_per_token_loop_with_the_same_values():
     got = token_log_probs.logprobs_from_logits(logits, labels)
     (got * weights).sum().backward()
     assert torch.allclose(got, expected, atol=1e-5) and torch.allclose(logits.grad, expected_grad, atol=1e-6)
+
+
+def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
+    # kit/causal_padding wraps verl's prepare_model_inputs for padded micro-batches: no attention mask, positions
+    # 0..L-1. The wrapped inputs must give the real tokens the same logits as verl's own.
+    import torch
+    from transformers import AutoModelForCausalLM
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    from kit import causal_padding
+    from kit.batching import rollout_layout
+
+    prompts = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])  # left-padded (B, P)
+    responses = torch.tensor([[11, 12, 2, 0], [13, 14, 15, 16]])  # right-padded (B, R), row 0 stops at eos 2
+    batch = rollout_layout(prompts, (prompts != 0).long(), responses, torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]))
+    micro_batch = left_right_2_no_padding(batch)
+    tu.assign_non_tensor(micro_batch, use_remove_padding=False, temperature=1.0)
+    engine = object.__new__(FSDPEngineWithLMHead)  # only the attribute the padded branch reads
+    engine.pad_to_length = None
+    verl_inputs, _ = causal_padding._verl_prepare_model_inputs(engine, micro_batch)
+    kit_inputs, _ = causal_padding.prepare_model_inputs(engine, micro_batch)
+    assert verl_inputs["attention_mask"] is not None and kit_inputs["attention_mask"] is None
+    assert torch.equal(kit_inputs["position_ids"], torch.arange(8).expand(2, 8))
+    assert torch.equal(kit_inputs["input_ids"], verl_inputs["input_ids"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    with torch.no_grad():
+        verl_logits, kit_logits = (model(**inputs).logits for inputs in (verl_inputs, kit_inputs))
+    real = verl_inputs["attention_mask"].bool()  # (B, L): 6 and 8 real tokens
+    assert torch.allclose(kit_logits[real], verl_logits[real], atol=1e-5)
+    causal_padding.install()
+    try:
+        assert FSDPEngineWithLMHead.prepare_model_inputs is causal_padding.prepare_model_inputs
+    finally:
+        FSDPEngineWithLMHead.prepare_model_inputs = causal_padding._verl_prepare_model_inputs

@@ -1,5 +1,7 @@
 """The real verl workers on CPU: KitWorker (verl's ActorRolloutRefWorker + the kit's hf generation) on Ray."""
 
+import copy
+
 import numpy as np
 import pytest
 import ray
@@ -78,6 +80,28 @@ def test_update_changes_the_policy_that_generates_next(setup, tmp_path):
     # the reference model stays frozen
     ref_after = training.compute_ref_log_probs(workers, batch, cfg).batch["ref_log_prob"]
     assert torch.allclose(ref_after, batch.batch["ref_log_prob"])
+
+
+def test_on_policy_update_equals_the_update_after_a_log_prob_pass(setup, tmp_path):
+    """kit/on_policy.py: with one epoch over one mini-batch, old log-probs taken from the update's own forward give
+    the same losses, gradient and new weights as verl's path with a log-prob pass of its own (float32, CPU)."""
+    cfg, workers, tok = setup
+    assert not training.needs_old_log_probs(cfg)
+    batch = inference.generate(workers.actor, tok, PROMPTS, cfg, n=2, seed=4)
+    batch = batch.union(training.compute_ref_log_probs(workers, batch, cfg))
+    batch.batch["advantages"] = torch.tensor([1.0, -0.5, 0.5, -1.0])[:, None].expand(4, 6).clone()
+    training.save_checkpoint(workers, str(tmp_path / "before"), step=0)
+    with_pass = copy.deepcopy(batch).union(training.compute_log_probs(workers, batch, cfg))  # (union is in place)
+    updated = {"log-prob pass": training.update_actor(workers, with_pass, cfg)}
+    after = {"log-prob pass": training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]}
+    training.load_checkpoint(workers, str(tmp_path / "before"))
+    updated["on-policy"] = training.update_actor(workers, batch, cfg)  # no old_log_probs in the batch
+    after["on-policy"] = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
+    for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "actor/loss"):
+        assert updated["on-policy"][key] == pytest.approx(updated["log-prob pass"][key], rel=1e-5, abs=1e-7), key
+    assert torch.allclose(after["on-policy"], after["log-prob pass"], atol=1e-6)  # the same new weights
+    assert not torch.allclose(after["on-policy"], with_pass.batch["old_log_probs"])  # which did move
+    assert updated["on-policy"]["rollout_corr/log_ppl_abs_diff"] < 1e-5  # sampler and trainer agree, as measured
 
 
 def test_checkpoint_and_hugging_face_export(setup, tmp_path):
