@@ -20,6 +20,8 @@
 #   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
+#   kit-example_NAME   examples/NAME (e.g. kit-example_tool_use) for $EXAMPLE_STEPS steps (default 30), 8 prompts a
+#                      step, held-out accuracy on 64 every 10 steps (bench/multi_turn.sh's settings)
 #   kit-default*       the kit's default task for $STEPS steps (default 20), a checkpoint every 10; with *resume*
 #                      the run is killed (SIGKILL) once step 12 is logged and started again: it resumes from step 10
 # Kit throughput runs: 64 prompts x 8 responses (bench/throughput_task.py), $STEPS steps (default 5); TRL's Qwen
@@ -40,6 +42,8 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   case $name in
     kit-default*) cmd="python algorithm.py steps_per_epoch=${STEPS:-20} save_every=10 val_every=0 output_dir=$dir
                        num_gpus=$ngpu" ;;
+    kit-example_*) cmd="python algorithm.py config=examples/${name#kit-example_}/config.yaml batch_size=8 val_size=64
+                        val_every=10 save_every=0 steps_per_epoch=${EXAMPLE_STEPS:-30} resume=off output_dir=$dir" ;;
     kit-learn*) cmd="python algorithm.py steps_per_epoch=100 val_every=10 save_every=0 resume=off output_dir=$dir
                      num_gpus=$ngpu" ;;
     kit-*) cmd="python algorithm.py env=bench/throughput_task.py model_path=$models/$shape batch_size=64 n_generations=8
@@ -61,7 +65,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   if [[ $name == *vllm* ]]; then  # vLLM's bundle (its own folder, unpacked by a later call: bench/gpu_setup.sh)
     until [ -f /tmp/site-vllm/.unpacked ]; do sleep 10; done
   fi
-  if [[ $name == *learn* || $name == *default* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
+  if [[ $name == *learn* || $name == *default* || $name == *example* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
     until python -c "from kit.models import resolve_model_path; resolve_model_path('embedded:smollm2')" 2> /dev/null; do sleep 10; done
   fi
   if [[ $name == trl-* ]]; then  # TRL sees /tmp/trl and the machine's own torch and transformers, never verl

@@ -181,11 +181,14 @@ def checked_step(env, action: str, timeout: float) -> tuple[str, float, bool, di
     return observation, float(reward), bool(done), info
 
 
+_ENVIRONMENT_THREADS = DaemonThreads()
+
+
 def _call(method, argument, timeout: float):
     """An environment method in a daemon thread; an exception, or a call still running after `timeout` seconds
     (its thread is abandoned), becomes one line naming it."""
     call = f"{type(method.__self__).__name__}.{method.__name__}({argument!r:.40})"
-    future = DaemonThreads().submit(method, argument)
+    future = _ENVIRONMENT_THREADS.submit(method, argument)
     try:
         return future.result(timeout)
     except Exception as err:

@@ -10,6 +10,7 @@ import inference
 from kit import cpu_platform
 from kit.errors import KitError
 from kit.models import resolve_model_path
+from kit.on_policy import skips_old_log_probs
 from kit.preflight import check_algorithm, check_no_trl
 from kit.task import checked_batch
 
@@ -225,3 +226,39 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_one_complete(tmp_path
     cfg.resume = "auto"
     assert checkpoints.find(cfg).name == "global_step_1"  # still complete, and what resume takes
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["global_step_1"]  # no half-written folder
+
+
+def test_daemon_threads_reuse_idle_threads_and_route_around_a_hung_call():
+    import threading
+    import time
+
+    from kit.daemon_threads import DaemonThreads
+
+    threads = DaemonThreads()
+    names = {threads.submit(lambda: threading.current_thread().name).result(1) for _ in range(20)}
+    assert len(names) == 1  # one after another: the same (daemon) thread each time
+    assert threads.submit(lambda: threading.current_thread().daemon).result(1)
+    release = threading.Event()
+    hung = threads.submit(release.wait)  # holds its thread
+    assert threads.submit(lambda: 7).result(1) == 7 and not hung.done()  # a new thread took the call
+    failing = threads.submit(lambda: 1 / 0)
+    time.sleep(0.05)
+    assert isinstance(failing.exception(1), ZeroDivisionError)
+    release.set()
+    assert hung.result(1) is True
+
+
+@pytest.mark.parametrize("overrides, skipped", [
+    ([], True),  # the default: one epoch, one mini-batch, hf
+    (["training.actor.ppo_epochs=2"], False),
+    (["training.actor.mini_batch_size=8"], False),  # two optimizer steps a step
+    (["inference.engine=vllm"], False),  # the engine's own kernels: log-probs differ from the trainer's
+    (["inference.engine=sglang"], False),
+    (["algorithm.rollout_is=token"], False),
+    (["algorithm.policy_loss=bypass_mode"], False),
+    (["algorithm.use_kl_in_reward=true"], False),
+    (["algorithm.advantage_estimator=optimal_token_baseline"], False),
+    (["training.actor.use_kl_loss=true", "algorithm.advantage_estimator=gae"], True),  # a KL loss, a critic: still on-policy
+])
+def test_the_old_log_prob_pass_is_skipped_only_on_policy(overrides, skipped):
+    assert skips_old_log_probs(kit_config(*overrides)) is skipped
