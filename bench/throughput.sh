@@ -16,7 +16,7 @@
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
 #   Ngpu, vllm         kit only: num_gpus=N (2gpu, 8gpu; else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
 #   tokN               kit only: training.actor.max_tokens_per_gpu=N (tokens per micro-batch)
-#   fusedtorch/triton  kit only: training.actor.fused_kernels=torch / triton
+#   fusedtorch         kit only: training.actor.fused_kernels=torch
 #   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
@@ -36,7 +36,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   local dir=$root/$name; mkdir -p $dir
   local tokens= fused=; for part in ${name//-/ }; do
     [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^tok([0-9]+)$ ]] && tokens=${BASH_REMATCH[1]}
-    [[ $part =~ ^fused(torch|triton)$ ]] && fused=${BASH_REMATCH[1]}
+    [[ $part =~ ^fused(torch)$ ]] && fused=${BASH_REMATCH[1]}
     [[ $part =~ ^([0-9]+)gpu$ ]] && ngpu=${BASH_REMATCH[1]}; done
   [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
   case $name in
