@@ -149,3 +149,24 @@ def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
         assert FSDPEngineWithLMHead.prepare_model_inputs is causal_padding.prepare_model_inputs
     finally:
         FSDPEngineWithLMHead.prepare_model_inputs = causal_padding._verl_prepare_model_inputs
+
+
+def test_what_the_kit_tells_verls_engine_per_call():
+    # training._to_workers cuts micro-batches by tokens through these meta keys of verl's dynamic batch size.
+    from verl.workers.engine import utils as engine_utils
+
+    source = inspect.getsource(engine_utils.prepare_micro_batches)
+    assert 'key="use_dynamic_bsz"' in source and 'data["max_token_len_per_gpu"]' in source
+
+
+def test_the_on_policy_loss_fills_what_verls_ppo_loss_reads():
+    # kit/on_policy.ppo_loss sets old_log_probs (B, R) on the micro-batch before verl's loss selects it, and asks
+    # verl for its rollout-correction metrics from the update's own log-probs.
+    from verl.trainer.ppo import rollout_corr_helper
+    from verl.workers.utils import losses
+
+    source = inspect.getsource(losses.ppo_loss)
+    assert 'fields = ["response_mask", "old_log_probs", "advantages"]' in source
+    assert 'log_prob = no_padding_2_padding(model_output["log_probs"], data)' in source
+    assert list(inspect.signature(rollout_corr_helper.compute_rollout_corr_metrics_from_logprobs).parameters) == [
+        "log_prob", "rollout_log_prob", "response_mask"]
