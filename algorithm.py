@@ -27,6 +27,7 @@ import training
 from kit import checkpoints
 from kit.config import load_config, resolve_hardware
 from kit.errors import one_line_errors
+from kit.help import help_text
 from kit.models import resolve_model_path
 from kit.preflight import check_algorithm, check_loggers, check_no_trl
 from kit.rewards import RewardScorer
@@ -52,6 +53,9 @@ class Run:
 
 @one_line_errors
 def main(overrides: list[str]):
+    if overrides[:1] in (["--help"], ["-h"]):  # the usage and every key of config.yaml (or those under a prefix)
+        print(help_text("config.yaml", *overrides[1:2]), end="")
+        return
     # ---- setup: config, resume point, model, task, reward, workers ------------------------------------
     cfg = load_config("config.yaml", overrides)
     check_no_trl()

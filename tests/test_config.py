@@ -1,5 +1,9 @@
+import subprocess
+import sys
+
 import pytest
 from conftest import ROOT, kit_config
+from omegaconf import OmegaConf
 
 from kit.config import load_config, resolve_hardware
 from kit.errors import KitError
@@ -87,3 +91,41 @@ def test_a_config_file_overlays_config_yaml_and_overrides_win(tmp_path):
     (tmp_path / "bad.yaml").write_text("inference:\n  max_turn: 2\n")
     with pytest.raises(KitError, match="did you mean 'inference.max_turns'"):
         kit_config(f"config={tmp_path / 'bad.yaml'}")
+
+
+def test_help_lists_every_key_with_its_default_and_comment():
+    from kit.help import help_text
+
+    text = help_text(str(ROOT / "config.yaml"))
+    cfg = kit_config()
+    keys = [key for key, _ in _leaves(cfg)]
+    assert len(keys) > 60
+    for key, value in _leaves(cfg):
+        line = next((line for line in text.splitlines() if line.strip().startswith(f"{key} = ")), None)
+        assert line is not None, key
+        assert len(line.split(" = ", 1)[1].split()) > 1, f"{key}: no comment"  # the default, then what it does
+    assert "usage: python algorithm.py" in text and "config=examples/" in text
+    assert "max_tokens_per_gpu = 16384" in text and "lower it when out of memory" in text  # a continued comment
+
+
+def test_help_narrows_to_a_prefix_and_names_a_close_key():
+    from kit.help import help_text
+
+    text = help_text(str(ROOT / "config.yaml"), "inference")
+    assert "inference.engine = hf" in text and "training.actor.lr = " not in text and "# vllm / sglang only" in text
+    with pytest.raises(KitError, match="did you mean 'inference.engine'"):
+        help_text(str(ROOT / "config.yaml"), "inference.engin")
+
+
+def test_help_from_the_command_line():
+    result = subprocess.run([sys.executable, "algorithm.py", "--help", "training.actor"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "training.actor.lr = 1.0e-5" in result.stdout
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if OmegaConf.is_dict(value):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
