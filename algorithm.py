@@ -78,7 +78,7 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
-    task, tools = Task(cfg.env), inference.load_tools(cfg, tokenizer)
+    task, tools = Task(cfg.env, cfg.data), inference.load_tools(cfg, tokenizer)
     reward = RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout)
     workers = training.start_workers(cfg, verl_cfg)  # last: every mistake above is found before a worker starts
     run = Run(cfg, verl_cfg, task, tokenizer, reward, workers, inference.start_engine(cfg, verl_cfg, workers),

@@ -1,7 +1,9 @@
 """Datasets in verl's format: the parquet files verl's preprocessing scripts write (examples/data_preprocess),
 or JSON lines with the same fields. A row: data_source, prompt (chat messages, or text), reward_model.ground_truth,
-and optionally extra_info (a dict, given to the reward function). Every row is checked when the file is read."""
+and optionally extra_info (a dict, given to the reward function). Every row is checked when the file is read.
+VerlFiles makes verl's own data.train_files / data.val_files keys a task of their own."""
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,14 @@ REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
 
 
 class VerlDataset:
-    def __init__(self, path):
-        self.path = Path(path)
+    def __init__(self, path, prompt_key: str = "prompt"):
+        self.path = Path(path).expanduser()
         frame = _read(self.path)
+        if prompt_key != "prompt":
+            if prompt_key not in frame.columns:
+                raise KitError(f"{path} has no column '{prompt_key}' (data.prompt_key): name the column that holds the "
+                               f"prompts, one of {', '.join(map(str, frame.columns))}")
+            frame = frame.drop(columns=["prompt"], errors="ignore").rename(columns={prompt_key: "prompt"})
         if frame.empty:
             raise KitError(f"{path} has no rows: point the task at a file with problems")
         missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
@@ -29,15 +36,49 @@ class VerlDataset:
         return len(self.rows)
 
     def batch(self, indices) -> dict:
-        """The rows at `indices` as env.py's get_batch returns them (copies: verl writes into extra_info)."""
-        rows = [self.rows[i] for i in indices]
-        return {
-            "prompts": [row["prompt"] if isinstance(row["prompt"], str) else [dict(m) for m in row["prompt"]]
-                        for row in rows],
-            "ground_truths": [row["ground_truth"] for row in rows],
-            "data_sources": [row["data_source"] for row in rows],
-            "extra_infos": [dict(row["extra_info"]) for row in rows],
-        }
+        """The rows at `indices` as env.py's get_batch returns them."""
+        return _batch([self.rows[i] for i in indices])
+
+
+def _batch(rows: list[dict]) -> dict:
+    """Rows as env.py's get_batch returns them (copies: verl writes into extra_info)."""
+    return {
+        "prompts": [row["prompt"] if isinstance(row["prompt"], str) else [dict(m) for m in row["prompt"]] for row in rows],
+        "ground_truths": [row["ground_truth"] for row in rows],
+        "data_sources": [row["data_source"] for row in rows],
+        "extra_infos": [dict(row["extra_info"]) for row in rows],
+    }
+
+
+class VerlFiles:
+    """verl's data.train_files and data.val_files (a file or a list of files each) as the task, in place of env.py:
+    training rows drawn at random (seeded), the first val_size held-out rows for validation."""
+
+    def __init__(self, train_files, val_files, prompt_key: str):
+        self.train = _rows_of(train_files, prompt_key)
+        self.held_out = _rows_of(val_files, prompt_key) if val_files else None
+        self.rng = random.Random(0)
+        if self.held_out is not None:  # else no get_val_batch: validation is skipped, as for such an env.py
+            self.get_val_batch = self._held_out_batch
+
+    def get_batch(self, size: int) -> dict:
+        return _batch([self.train[self.rng.randrange(len(self.train))] for _ in range(size)])
+
+    def _held_out_batch(self, size: int) -> dict:
+        if size > len(self.held_out):
+            raise KitError(f"data.val_files hold {len(self.held_out)} rows, fewer than val_size={size}: lower val_size")
+        return _batch(self.held_out[:size])
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict):
+        self.rng.setstate(state["rng"])
+
+
+def _rows_of(files, prompt_key: str) -> list[dict]:
+    paths = [files] if isinstance(files, str) else list(files)
+    return [row for path in paths for row in VerlDataset(path, prompt_key).rows]
 
 
 def _read(path: Path) -> pandas.DataFrame:

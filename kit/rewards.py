@@ -31,7 +31,7 @@ class RewardTimeout(RewardFailure):
 class RewardScorer:
     def __init__(self, verl_cfg, tokenizer, timeout: float):
         fn = verl_cfg.reward.custom_reward_function
-        if not Path(fn.path).is_file():
+        if fn.path is not None and not Path(fn.path).is_file():  # None: verl's own default_compute_score
             raise KitError(f"reward file '{fn.path}' not found: set reward_model.custom_reward_function.path")
         try:
             self.manager = load_reward_manager(verl_cfg, tokenizer)
@@ -42,7 +42,7 @@ class RewardScorer:
             cause = err.__cause__ or err
             raise KitError(f"reward file '{fn.path}' failed to import ({type(cause).__name__}: {cause}): fix it") from None
         self.manager.loop.set_default_executor(DaemonThreads())
-        self.where = f"{fn.name} in {fn.path}"
+        self.where = f"{fn.name} in {fn.path}" if fn.path else "verl's default_compute_score"
         self.timeout = timeout  # seconds per call (a hung call's thread cannot be stopped; it is abandoned)
         self.failed, self.timed_out = 0, 0  # of the last score() call
         # GDPO normalises each of these keys of the function's returned dict on its own.

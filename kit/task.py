@@ -30,7 +30,14 @@ class Problems:
 
 
 class Task:
-    def __init__(self, path: str):
+    def __init__(self, path: str, data=None):
+        """env.py's task from `path`, or with data.train_files set (verl's keys) the rows of those files."""
+        if data is not None and data.train_files:
+            from kit.datasets import VerlFiles  # here: kit.datasets imports this module's row checks
+
+            self.module, self.environment = VerlFiles(data.train_files, data.val_files, data.prompt_key), None
+            self.data_source = "verl files"  # (each row names its own)
+            return
         if not Path(path).is_file():
             raise KitError(f"env file '{path}' not found: set env to your task file (env.py by default)")
         self.module = import_file(path, "env file")

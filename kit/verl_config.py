@@ -102,7 +102,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "algorithm.gdpo_reward_weights": algo.gdpo_reward_weights,
         "algorithm.rollout_correction.rollout_is": algo.rollout_is,
         "algorithm.rollout_correction.rollout_is_threshold": algo.rollout_is_threshold,
-        "reward.custom_reward_function.path": str(Path(cfg.reward_model.custom_reward_function.path).resolve()),
+        "reward.custom_reward_function.path": reward_function_path(cfg),
         "reward.custom_reward_function.name": cfg.reward_model.custom_reward_function.name,
         "trainer.project_name": cfg.project_name,
         "trainer.experiment_name": cfg.experiment_name,
@@ -137,6 +137,16 @@ def rollout_overrides(cfg: DictConfig) -> dict:
     return overrides
 
 
+def reward_function_path(cfg: DictConfig) -> str | None:
+    """The reward file's absolute path; None (verl's own default_compute_score, which scores verl's datasets by
+    their data_source) when verl's data files are the task and the reward is still the shipped my_reward.py."""
+    path = cfg.reward_model.custom_reward_function.path
+    if cfg.data.train_files and path == SHIPPED_REWARD:
+        return None
+    return str(Path(path).resolve())
+
+
+SHIPPED_REWARD = "my_reward.py"  # config.yaml's reward, written for env.py's default task
 # Policy-loss keys of the kit's `algorithm` section that verl reads from actor.policy_loss.
 POLICY_LOSS_KEYS = ("dro_beta", "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "ppo_kl_coef")
 # Estimators whose baseline needs sum over the vocabulary of pi^2 at each response token, from the actor.

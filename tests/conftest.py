@@ -61,5 +61,5 @@ def make_run(cfg, verl_cfg, workers, model_dir):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # The loss the actor worker builds at start-up from the config (KitWorker.init_model), for this config.
     workers.actor.set_loss_fn(partial(ppo_loss, config=omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
-    return algorithm.Run(cfg, verl_cfg, Task(cfg.env), tokenizer, RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout), workers,
+    return algorithm.Run(cfg, verl_cfg, Task(cfg.env, cfg.data), tokenizer, RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout), workers,
                          inference.start_engine(cfg, verl_cfg, workers), get_kl_controller(verl_cfg.algorithm.kl_ctrl), inference.load_tools(cfg, tokenizer))

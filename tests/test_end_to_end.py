@@ -98,3 +98,14 @@ def test_a_bad_reward_function_mid_run_is_one_line_without_traceback(tmp_path, n
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("verl-kit: error: ")
+
+
+def test_verls_data_keys_train_on_verl_format_files(tmp_path):
+    subprocess.run([sys.executable, "examples/dataset/make_data.py", "--out", str(tmp_path / "data")], cwd=ROOT,
+                   check=True, capture_output=True)
+    result = run_kit(*TINY, "steps_per_epoch=2", "save_every=0", f"output_dir={tmp_path / 'run'}",
+                     f"data.train_files={tmp_path}/data/train.parquet", f"data.val_files={tmp_path}/data/test.parquet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "val/accuracy" in row] == [0, 2]  # verl's val_files validate
+    assert [row["step"] for row in rows if "train/reward_mean" in row] == [1, 2]

@@ -8,7 +8,8 @@ import time
 
 import pandas
 import pytest
-from conftest import ROOT
+import torch
+from conftest import ROOT, kit_config
 
 from kit.datasets import VerlDataset
 from kit.errors import KitError
@@ -109,6 +110,68 @@ def test_a_task_file_needs_get_batch_or_an_environment(tmp_path):
     (tmp_path / "empty_env.py").write_text("X = 1\n")
     with pytest.raises(KitError, match="defines neither get_batch"):
         Task(str(tmp_path / "empty_env.py"))
+
+
+@pytest.fixture(scope="module")
+def verl_files(tmp_path_factory):
+    """Files as verl's gsm8k preprocessing writes them (examples/dataset/make_data.py): 2,000 train, 200 test rows."""
+    out = tmp_path_factory.mktemp("verl_files")
+    subprocess.run([sys.executable, "examples/dataset/make_data.py", "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True)
+    return out
+
+
+def test_verls_data_keys_make_a_task_of_their_own(verl_files, tmp_path):
+    data = kit_config(f"data.train_files=[{verl_files}/train.parquet,{verl_files}/train.parquet]",
+                      f"data.val_files={verl_files}/test.parquet").data
+    task = Task("no_env_file.py", data)  # env.py is not read
+    assert task.has_validation and task.environment is None
+    state = task.state_dict()
+    first = task.draw(4)
+    assert first.data_sources == ["openai/gsm8k"] * 4 and first.prompts[0][0]["role"] == "user"
+    task.load_state_dict(state)
+    assert task.draw(4).prompts == first.prompts  # the data cursor resumes exactly
+    assert task.draw(8, held_out=True).ground_truths == task.draw(8, held_out=True).ground_truths
+    with pytest.raises(KitError, match="data.val_files hold 200 rows, fewer than val_size=300: lower val_size"):
+        task.draw(300, held_out=True)
+    assert not Task("no_env_file.py", kit_config(f"data.train_files={verl_files}/train.parquet").data).has_validation
+    frame = pandas.read_parquet(verl_files / "test.parquet").rename(columns={"prompt": "question"})
+    frame.to_parquet(tmp_path / "renamed.parquet")
+    renamed = kit_config(f"data.train_files={tmp_path}/renamed.parquet", "data.prompt_key=question").data
+    assert Task("env.py", renamed).draw(2).prompts[0][0]["content"].endswith('after "####".')
+    with pytest.raises(KitError, match="has no column 'query' \\(data.prompt_key\\)"):
+        Task("env.py", kit_config(f"data.train_files={tmp_path}/renamed.parquet", "data.prompt_key=query").data)
+    with pytest.raises(KitError, match="dataset file '.*missing.parquet' not found"):
+        Task("env.py", kit_config(f"data.train_files={tmp_path}/missing.parquet").data)
+
+
+def test_verls_files_are_scored_by_verls_own_scorer_unless_a_reward_is_named(verl_files, tiny_model_dir):
+    from conftest import configured
+    from transformers import AutoTokenizer
+    from verl import DataProto
+
+    from kit.batching import rollout_layout
+    from kit.models import resolve_model_path
+    from kit.rewards import RewardScorer
+
+    _, verl_cfg = configured(tiny_model_dir, f"data.train_files={verl_files}/train.parquet")
+    assert verl_cfg.reward.custom_reward_function.path is None  # verl's default_compute_score
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:smollm2"))  # the tiny one has no '#'
+    scorer = RewardScorer(verl_cfg, tokenizer, timeout=10.0)
+    responses = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("so #### 42", "#### 41")]
+    width = max(map(len, responses))
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in responses])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in responses])
+    prompts = torch.full((2, 3), 5)
+    batch = DataProto.from_tensordict(rollout_layout(prompts, torch.ones_like(prompts), ids, mask))
+    task = Task("env.py", kit_config(f"data.train_files={verl_files}/train.parquet").data)
+    problems = task.draw(2)
+    problems.ground_truths = ["42", "42"]
+    _, accuracy = scorer.score(batch, problems)
+    assert accuracy == [1.0, 0.0]  # gsm8k's rule: the number after ####
+    _, named = configured(tiny_model_dir, f"data.train_files={verl_files}/train.parquet",
+                          "reward_model.custom_reward_function.path=examples/dataset/reward.py")
+    assert named.reward.custom_reward_function.path.endswith("examples/dataset/reward.py")
 
 
 def test_verl_datasets_read_from_parquet_and_jsonl_alike(tmp_path):
