@@ -25,7 +25,7 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_
 import inference
 import training
 from kit import checkpoints
-from kit.config import load_config, resolve_hardware
+from kit.config import cpu_defaults, load_config, resolve_hardware
 from kit.errors import one_line_errors
 from kit.help import help_text
 from kit.models import resolve_model_path
@@ -63,6 +63,8 @@ def main(overrides: list[str]):
     check_loggers(cfg)
     inference.check_engine(cfg)
     resolve_hardware(cfg, visible_gpus=torch.cuda.device_count())
+    if cpu_run := cpu_defaults(cfg, overrides):  # config.yaml's `cpu` keys: a run that shows learning in minutes
+        print(f"no GPU: a shorter run for the CPU, {' '.join(cpu_run)} (set them to change it; README, CPU)")
     total_steps = cfg.num_epochs * cfg.steps_per_epoch
     resume_from = checkpoints.find(cfg)
     state = checkpoints.load_state(resume_from) if resume_from else {"step": 0}
@@ -75,7 +77,7 @@ def main(overrides: list[str]):
     if cfg.num_gpus == 0:
         cpu_platform.enable()
     model_dir = resolve_model_path(cfg.model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, clean_up_tokenization_spaces=False)  # BPE: the decode as sampled
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     task, tools = Task(cfg.env, cfg.data), inference.load_tools(cfg, tokenizer)

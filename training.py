@@ -7,6 +7,9 @@ The driver keeps batches as verl's padded DataProto; the workers take verl's jag
 call converts on the way in (left_right_2_no_padding) and out (no_padding_2_padding) as verl's trainer does.
 """
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -41,7 +44,8 @@ def start_workers(cfg, verl_cfg) -> Workers:
     if not ray.is_initialized():
         if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // cfg.num_workers)))
-        ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)  # Ray's start-up notes; its errors still print
     roles = {"actor": RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=actor_role(cfg))}
     if needs_critic(cfg):
         critic_cfg = omega_conf_to_dataclass(verl_cfg.critic)
@@ -50,7 +54,9 @@ def start_workers(cfg, verl_cfg) -> Workers:
             optimizer_config=critic_cfg.optim, checkpoint_config=critic_cfg.checkpoint,
         ))
     pool = RayResourcePool([cfg.num_workers], use_gpu=on_gpu, max_colocate_count=1)
-    colocated = RayWorkerGroup(pool, create_colocated_worker_cls(roles), device_name="cuda" if on_gpu else "cpu")
+    with contextlib.redirect_stdout(io.StringIO()):  # verl prints the colocated class's base class
+        worker_class = create_colocated_worker_cls(roles)
+    colocated = RayWorkerGroup(pool, worker_class, device_name="cuda" if on_gpu else "cpu")
     groups = colocated.spawn(prefix_set=roles.keys())
     groups["actor"].init_model()
     if needs_critic(cfg):

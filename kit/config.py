@@ -19,6 +19,22 @@ POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
 
 
+def cpu_defaults(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Without a GPU, config.yaml's `cpu` keys replace those not set on the command line or in a config=FILE, so a
+    CPU run shows learning within minutes. Returns them as key=value (for the one-line note), empty on GPUs."""
+    if cfg.num_gpus != 0:
+        return []
+    given = set()
+    for key, value in (_parse_override(item) for item in overrides):
+        given |= {name for name, _ in _flatten(_read_yaml(value))} if key == "config" else {key}
+    applied = []
+    for key, value in _flatten(cfg.cpu):
+        if key not in given:
+            OmegaConf.update(cfg, key, value, merge=False)
+            applied.append(f"{key}={value}")
+    return applied
+
+
 def load_config(path: str = "config.yaml", overrides: list[str] = ()) -> DictConfig:
     """config.yaml, then the keys of an optional `config=FILE` (an example's settings), then key=value overrides."""
     base = _read_yaml(path)
@@ -133,6 +149,8 @@ def _type_name(value) -> str:
 
 
 def _check_values(cfg: DictConfig):
+    for key, _ in _flatten(cfg.cpu):  # keys the CPU defaults replace must be real ones
+        _check_known(cfg, key)
     for key in POSITIVE_INTS:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

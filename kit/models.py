@@ -96,6 +96,7 @@ def build_smollm2(out: Path):
 
 
 def _set_chatml_eos(model, tokenizer):
+    tokenizer.clean_up_tokenization_spaces = False  # a BPE tokenizer decodes as sampled (transformers warns otherwise)
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|im_end|>"
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -1,7 +1,8 @@
-"""Per-step metrics: verl's tracking backends (console, wandb, tensorboard), a JSONL history, a progress bar,
-and a PNG plot of train reward and validation accuracy against step."""
+"""Per-step metrics: verl's tracking backends (wandb, tensorboard, console), a JSONL history of every metric, one
+short console line per step under a progress bar, and a PNG plot of train reward and validation accuracy."""
 
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ class RunLog:
         self.tracking = Tracking(project_name=cfg.project_name, experiment_name=cfg.experiment_name,
                                  default_backend=list(cfg.logger), config=OmegaConf.to_container(cfg))
         self.bar = tqdm(total=total_steps, initial=first_step, desc="training", unit="step", dynamic_ncols=True)
+        # torch 2.13's nested tensors (verl's worker batches) warn of an fx deprecation no user can act on
+        logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
         self.timing = {}
 
     def _rows_until(self, step: int) -> list[str]:
@@ -54,8 +57,11 @@ class RunLog:
         with self.history.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         if "train/reward_mean" in metrics:
+            self.bar.write(step_line(step, metrics))
             self.bar.update(1)
-            self.bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
+        elif "val/accuracy" in metrics:
+            self.bar.write(f"step {step}: held-out accuracy {metrics['val/accuracy']:.3f}, reward "
+                           f"{metrics['val/reward_mean']:.3f}")
 
     def __enter__(self):
         return self
@@ -64,6 +70,19 @@ class RunLog:
         """Close the bar even when the run fails, so an error prints after it, and plot what was logged."""
         self.bar.close()
         plot_metrics(self.history, self.dir / "metrics.png")
+
+
+def step_line(step: int, metrics: dict) -> str:
+    """One short line for a training step: reward, accuracy, KL when there is one, response length, and the step's
+    seconds with their split (the full metrics are in metrics.jsonl)."""
+    kl = metrics.get("actor/kl_loss", metrics.get("actor/reward_kl_penalty"))
+    phases = [(name, metrics.get(f"timing/{key}", 0.0)) for name, key in
+              (("generation", "generation"), ("reward", "reward"), ("log-probs", "log_prob"), ("update", "update"))]
+    split = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases if seconds >= 0.005)
+    return (f"step {step}: reward {metrics['train/reward_mean']:.3f}, accuracy {metrics['train/accuracy']:.3f}"
+            + (f", kl {kl:.4f}" if kl is not None else "")
+            + f", response length {metrics.get('response_length/mean', 0):.1f}"
+            + f", {metrics.get('timing/step', 0):.2f} s ({split})")
 
 
 def plot_metrics(history: Path, out: Path):

@@ -129,3 +129,27 @@ def _leaves(node, prefix=""):
             yield from _leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def test_cpu_defaults_replace_only_the_keys_not_given(tmp_path):
+    from kit.config import cpu_defaults
+
+    def on(visible_gpus, *overrides):
+        cfg = kit_config(*overrides)
+        resolve_hardware(cfg, visible_gpus=visible_gpus)
+        return cpu_defaults(cfg, list(overrides)), cfg
+
+    applied, cfg = on(0)
+    assert applied == ["steps_per_epoch=15", "val_every=5"] and cfg.steps_per_epoch == 15 and cfg.val_every == 5
+    applied, cfg = on(0, "steps_per_epoch=3")
+    assert applied == ["val_every=5"] and cfg.steps_per_epoch == 3
+    (tmp_path / "mine.yaml").write_text("val_every: 2\n")
+    applied, cfg = on(0, f"config={tmp_path / 'mine.yaml'}")
+    assert applied == ["steps_per_epoch=15"] and cfg.val_every == 2
+    applied, cfg = on(1)  # a GPU: config.yaml's own defaults
+    assert applied == [] and cfg.steps_per_epoch == 100
+    applied, cfg = on(1, "num_gpus=0")  # CPU workers on a GPU machine
+    assert applied == ["steps_per_epoch=15", "val_every=5"]
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text().replace("  val_every: 5", "  val_evry: 5"))
+    with pytest.raises(KitError, match="unknown config key 'val_evry': did you mean 'val_every'"):
+        load_config(str(tmp_path / "config.yaml"))

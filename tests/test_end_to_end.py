@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,15 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     finally:
         os.umask(umask)
     assert result.returncode == 0, result.stderr[-3000:]
+    # the console: one short line per step and per validation; the full metrics only in metrics.jsonl
+    lines = result.stdout.splitlines()
+    steps = [line for line in lines if re.match(r"step \d+: reward [\d.]+, accuracy [\d.]+, kl -?[\d.]+, response length "
+                                                 r"[\d.]+, [\d.]+ s \(generation [\d.]+, .*update [\d.]+\)$", line)]
+    assert [line.split(":")[0] for line in steps] == ["step 1", "step 2"], lines
+    assert [line for line in lines if re.match(r"step \d: held-out accuracy [\d.]+, reward [\d.]+$", line)]
+    assert max(map(len, lines)) < 200 and "train/entropy" not in result.stdout  # no dump of every metric
+    for noise in ("colocated worker base class", "Token authentication", "is_fx_tracing", "clean_up_tokenization"):
+        assert noise not in result.stdout + result.stderr, noise
     checkpoints, export = out / "checkpoints", out / "hf_model"
     assert all(path.stat().st_mode & 0o077 == 0 for path in [checkpoints, *checkpoints.rglob("*")])
     assert all(path.stat().st_mode & 0o022 == 0 for path in [export, *export.rglob("*")])
