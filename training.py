@@ -90,7 +90,7 @@ def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
     """Log-probs and entropy of the response tokens under the current actor: the PPO 'old' policy
     (and, for the optimal-token-baseline estimators, the sum over the vocabulary of pi^2 per token)."""
     sum_pi_squared = cfg.algorithm.advantage_estimator in SUM_PI_SQUARED_ESTIMATORS
-    data = _to_workers(batch, workers.actor, cfg, calculate_entropy=True,
+    data = _to_workers(batch, cfg, calculate_entropy=True,
                        calculate_sum_pi_squared=sum_pi_squared, compute_loss=False)
     output = workers.actor.compute_log_prob(data)
     fields = {"old_log_probs": "log_probs", "entropys": "entropy"} | ({"sum_pi_squared": "sum_pi_squared"} if sum_pi_squared else {})
@@ -100,14 +100,14 @@ def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
 
 def compute_ref_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
     """Log-probs of the response tokens under the frozen reference model, for the KL terms."""
-    data = _to_workers(batch, workers.actor, cfg, calculate_entropy=False, compute_loss=False)
+    data = _to_workers(batch, cfg, calculate_entropy=False, compute_loss=False)
     output = workers.actor.compute_ref_log_prob(data)
     return DataProto.from_dict({"ref_log_prob": no_padding_2_padding(tu.get(output, "log_probs"), data).float()})
 
 
 def compute_values(workers: Workers, batch: DataProto, cfg) -> DataProto:
     """The critic's value of every response token, for GAE."""
-    data = _to_workers(batch, workers.critic, cfg, compute_loss=False)
+    data = _to_workers(batch, cfg, compute_loss=False)
     output = workers.critic.infer_batch(data).get()
     return DataProto.from_dict({"values": no_padding_2_padding(tu.get(output, "values"), data).float()})  # (B, R)
 
@@ -117,14 +117,14 @@ def update_actor(workers: Workers, batch: DataProto, cfg) -> dict:
     optimizer step per mini-batch of prompts. A batch without old_log_probs takes them from the update's own
     forward (on-policy, see needs_old_log_probs). Returns actor/* metrics (which ones depends on the loss)."""
     actor = cfg.training.actor
-    data = _to_workers(batch, workers.actor, cfg, calculate_entropy=actor.entropy_coeff != 0, compute_loss=True,
+    data = _to_workers(batch, cfg, calculate_entropy=actor.entropy_coeff != 0, compute_loss=True,
                        **{ON_POLICY: "old_log_probs" not in batch.batch.keys()}, **_update_plan(cfg, len(batch)))
     return _named_metrics(workers.actor.update_actor(data), "actor")
 
 
 def update_critic(workers: Workers, batch: DataProto, cfg) -> dict:
     """Regress the critic's values on this step's returns with verl's clipped value loss: critic/* metrics."""
-    data = _to_workers(batch, workers.critic, cfg, **_update_plan(cfg, len(batch)))
+    data = _to_workers(batch, cfg, **_update_plan(cfg, len(batch)))
     return _named_metrics(workers.critic.train_mini_batch(data).get(), "critic")
 
 
@@ -160,7 +160,7 @@ def _update_plan(cfg, rows: int) -> dict:
             "seed": cfg.seed, "dataloader_kwargs": {"shuffle": False}}
 
 
-def _to_workers(batch: DataProto, workers, cfg, **meta):
+def _to_workers(batch: DataProto, cfg, **meta):
     """verl's jagged layout, split on each worker into micro-batches of at most max_tokens_per_gpu tokens (verl's
     dynamic batch size; a micro-batch holds at least one row, so the limit is at least the longest row)."""
     longest = int(batch.batch["attention_mask"].sum(-1).max())
