@@ -37,7 +37,8 @@ def test_two_steps_on_a_tiny_model(tmp_path):
                                                  r"[\d.]+, [\d.]+ s \(generation [\d.]+, .*update [\d.]+\)$", line)]
     assert [line.split(":")[0] for line in steps] == ["step 1", "step 2"], lines
     assert [line for line in lines if re.match(r"step \d: held-out accuracy [\d.]+, reward [\d.]+$", line)]
-    assert max(map(len, lines)) < 200 and "train/entropy" not in result.stdout  # no dump of every metric
+    assert max(len(line) for line in lines if line.startswith("step ")) < 160  # short lines,
+    assert "train/entropy" not in result.stdout  # and no dump of every metric
     for noise in ("colocated worker base class", "Token authentication", "is_fx_tracing", "clean_up_tokenization"):
         assert noise not in result.stdout + result.stderr, noise
     checkpoints, export = out / "checkpoints", out / "hf_model"
