@@ -112,11 +112,11 @@ def converse(engine, tokenizer, episodes: list[Episode], cfg, seed: int, greedy:
             break
         budget = min(max(limit - len(e.response_ids) for e in active), cfg.inference.max_tokens_per_turn or limit)
         rollout = generate_turn(engine, tokenizer, [e.context for e in active], cfg, seed + 7919 * turn, greedy, budget)
+        entropy = rollout.get("rollout_entropy", torch.zeros_like(rollout["rollout_log_probs"]))  # (B, R): hf's only
         for row, episode in enumerate(active):
             length = min(int(rollout["response_mask"][row].sum()), limit - len(episode.response_ids))  # up to eos
             ids = rollout["responses"][row, :length].tolist()
             text = tokenizer.decode(ids, skip_special_tokens=True)
-            entropy = rollout.get("rollout_entropy", torch.zeros_like(rollout["rollout_log_probs"]))  # hf's only
             episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(),
                                    entropy[row, :length].tolist(), text)
             reply = respond(episode, ids, text)

@@ -27,7 +27,7 @@ from verl.workers.config import TrainingWorkerConfig
 from verl.workers.utils.losses import value_loss
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
-from kit.on_policy import ON_POLICY, skips_old_log_probs
+from kit.on_policy import ON_POLICY, needs_old_log_probs  # algorithm.py asks training.needs_old_log_probs
 from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
 from kit.worker import CriticWorker, KitWorker
 
@@ -78,12 +78,6 @@ def needs_critic(cfg) -> bool:
 
 def needs_reference(cfg) -> bool:
     return cfg.training.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
-
-
-def needs_old_log_probs(cfg) -> bool:
-    """Whether the 'old' log-probs need a pass of their own; on-policy the update's own forward gives them
-    (kit/on_policy.py: one epoch over one mini-batch, sampled by the hf engine)."""
-    return not skips_old_log_probs(cfg)
 
 
 def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:

@@ -24,9 +24,7 @@ def cpu_defaults(cfg: DictConfig, overrides: list[str]) -> list[str]:
     CPU run shows learning within minutes. Returns them as key=value (for the one-line note), empty on GPUs."""
     if cfg.num_gpus != 0:
         return []
-    given = set()
-    for key, value in (_parse_override(item) for item in overrides):
-        given |= {name for name, _ in _flatten(_read_yaml(value))} if key == "config" else {key}
+    given = {key for key, _ in _settings(overrides)}
     applied = []
     for key, value in _flatten(cfg.cpu):
         if key not in given:
@@ -39,15 +37,18 @@ def load_config(path: str = "config.yaml", overrides: list[str] = ()) -> DictCon
     """config.yaml, then the keys of an optional `config=FILE` (an example's settings), then key=value overrides."""
     base = _read_yaml(path)
     cfg = base.copy()
-    overrides = [_parse_override(item) for item in overrides]
-    for file in [value for key, value in overrides if key == "config"]:  # a file in config.yaml's shape
-        for key, value in _flatten(_read_yaml(file)):
-            _set(base, cfg, key, value)
-    for key, value in overrides:
-        if key != "config":
-            _set(base, cfg, key, value)
+    for key, value in _settings(overrides):
+        _set(base, cfg, key, value)
     _check_values(cfg)
     return cfg
+
+
+def _settings(overrides: list[str]) -> list[tuple[str, object]]:
+    """The (key, value) pairs the command line sets, in the order they apply: the keys of config=FILE files (in
+    config.yaml's shape), then the key=value overrides."""
+    overrides = [_parse_override(item) for item in overrides]
+    files = [pair for key, file in overrides if key == "config" for pair in _flatten(_read_yaml(file))]
+    return files + [(key, value) for key, value in overrides if key != "config"]
 
 
 def _set(base: DictConfig, cfg: DictConfig, key: str, value):

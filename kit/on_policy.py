@@ -25,13 +25,15 @@ from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
 ON_POLICY = "old_log_probs_from_update"  # the update's meta key: take the old log-probs from its own forward
 
 
-def skips_old_log_probs(cfg) -> bool:
-    """Whether this config's 'old' log-probs are the update's own (see the module's docstring)."""
+def needs_old_log_probs(cfg) -> bool:
+    """Whether this config's 'old' log-probs need a pass of their own; else they are the update's own (see the
+    module's docstring)."""
     actor, algo = cfg.training.actor, cfg.algorithm
-    return (cfg.inference.engine == "hf" and actor.ppo_epochs == 1
-            and (actor.mini_batch_size or cfg.batch_size) == cfg.batch_size
-            and not algo.use_kl_in_reward and algo.rollout_is is None and algo.policy_loss != "bypass_mode"
-            and algo.advantage_estimator not in SUM_PI_SQUARED_ESTIMATORS)
+    on_policy = (cfg.inference.engine == "hf" and actor.ppo_epochs == 1
+                 and (actor.mini_batch_size or cfg.batch_size) == cfg.batch_size
+                 and not algo.use_kl_in_reward and algo.rollout_is is None and algo.policy_loss != "bypass_mode"
+                 and algo.advantage_estimator not in SUM_PI_SQUARED_ESTIMATORS)
+    return not on_policy
 
 
 def ppo_loss(config, model_output, data, dp_group=None):

@@ -10,7 +10,7 @@ import inference
 from kit import cpu_platform
 from kit.errors import KitError
 from kit.models import resolve_model_path
-from kit.on_policy import skips_old_log_probs
+from kit.on_policy import needs_old_log_probs
 from kit.preflight import check_algorithm, check_no_trl
 from kit.task import checked_batch
 
@@ -261,4 +261,4 @@ def test_daemon_threads_reuse_idle_threads_and_route_around_a_hung_call():
     (["training.actor.use_kl_loss=true", "algorithm.advantage_estimator=gae"], True),  # a KL loss, a critic: still on-policy
 ])
 def test_the_old_log_prob_pass_is_skipped_only_on_policy(overrides, skipped):
-    assert skips_old_log_probs(kit_config(*overrides)) is skipped
+    assert needs_old_log_probs(kit_config(*overrides)) is (not skipped)
