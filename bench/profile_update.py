@@ -4,13 +4,18 @@ Runs algorithm.main(overrides) (algorithm.py's keys) with Ray started here, so e
 hook first. The hook wraps verl's TrainingWorker.train_mini_batch (the actor update) in torch.profiler for its
 third call (step 3; steps 1-2 warm up), and writes OUT_DIR/update_profile_rank<R>.txt: the wall time of each
 micro-batch (verl names them micro_batch<i>), then the operators with the most device time (CUDA, or CPU on a
-machine without a GPU) and with the most host time. bench/profile_gpu.py times the model outside FSDP; this is
-the kit's own path, FSDP engine and loss included.
+machine without a GPU) and with the most host time; with PROFILE_TRACE=1 also update_trace_rank<R>.json.gz (chrome
+trace). bench/profile_gpu.py times the model outside FSDP; this is the kit's own path, FSDP engine and loss included.
+A/B switches for the benchmark only: PROFILE_EAGER_LOGPROBS=1 runs kit/token_log_probs op by op on the GPU too (as
+before it was compiled); PROFILE_ADAM=fused|foreach builds verl's AdamW with that implementation;
+PROFILE_COMPILE_LAYERS=1 puts each decoder layer's forward through torch.compile (dynamic shapes).
   python bench/profile_update.py /tmp/prof env=bench/throughput_task.py model_path=/tmp/models/qwen2.5-0.5b \\
       batch_size=64 inference.max_response_length=1024 steps_per_epoch=3 save_every=0 val_every=0 resume=off
 """
 
+import dataclasses
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +49,38 @@ def profile_third_update():
         return output
 
     TrainingWorker.train_mini_batch = profiled
+    apply_switches()
+
+
+def apply_switches():
+    sys.path.insert(0, str(ROOT))  # the hook runs before the worker can import the kit
+    from kit import token_log_probs
+    from verl.workers.config import optimizer
+
+    if os.environ.get("PROFILE_EAGER_LOGPROBS") == "1":
+        token_log_probs._passes = lambda logits: (token_log_probs.log_norm_and_picked, token_log_probs.grad_of_logits,
+                                                  token_log_probs.CPU_CHUNK_ROWS)
+    if os.environ.get("PROFILE_COMPILE_LAYERS") == "1":
+        import torch
+        from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+
+        initialize = FSDPEngine.initialize
+
+        def initialize_and_compile(self):
+            initialize(self)
+            for layer in self.module.model.layers:  # FSDP's hooks stay outside the compiled forward
+                layer.forward = torch.compile(layer.forward, dynamic=True)
+
+        FSDPEngine.initialize = initialize_and_compile
+    implementation = os.environ.get("PROFILE_ADAM")
+    if implementation:
+        build = optimizer.build_optimizer
+
+        def build_with(parameters, config):
+            overrides = {**(config.override_optimizer_config or {}), implementation: True}
+            return build(parameters, dataclasses.replace(config, override_optimizer_config=overrides))
+
+        optimizer.build_optimizer = build_with
 
 
 def write_report(prof, wall: float, on_gpu: bool):
@@ -60,6 +97,9 @@ def write_report(prof, wall: float, on_gpu: bool):
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     out = Path(os.environ["PROFILE_OUT"]) / f"update_profile_rank{rank}.txt"
     out.write_text("\n".join(lines))
+    if os.environ.get("PROFILE_TRACE") == "1":
+        prof.export_chrome_trace(str(out.with_name(f"update_trace_rank{rank}.json")))
+        subprocess.run(["gzip", "-f", str(out.with_name(f"update_trace_rank{rank}.json"))], check=True)
 
 
 def main(out_dir: str, overrides: list[str]):
@@ -71,7 +111,7 @@ def main(out_dir: str, overrides: list[str]):
     os.environ["PROFILE_OUT"] = str(Path(out_dir).resolve())  # the workers inherit it
     ray.init(include_dashboard=False, log_to_driver=False,
              runtime_env={"worker_process_setup_hook": profile_third_update,
-                          "env_vars": {"PROFILE_OUT": os.environ["PROFILE_OUT"]}})
+                          "env_vars": {key: value for key, value in os.environ.items() if key.startswith("PROFILE_")}})
     import algorithm
 
     algorithm.main(overrides)

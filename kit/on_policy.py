@@ -18,8 +18,8 @@ sampler's log-probs against the trainer's from its own forward (the same rollout
 from verl.trainer.ppo.rollout_corr_helper import compute_rollout_corr_metrics_from_logprobs
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils import losses
-from verl.workers.utils.padding import no_padding_2_padding
 
+from kit.padding import no_padding_2_padding
 from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
 
 ON_POLICY = "old_log_probs_from_update"  # the update's meta key: take the old log-probs from its own forward

@@ -98,21 +98,31 @@ def test_token_log_probs_replace_verls_per_token_loop_with_the_same_values():
 
     assert "for logit in logits" in inspect.getsource(torch_functional.logprobs_from_logits_v2)
     assert "logprobs_from_logits(" in inspect.getsource(transformer_impl.FSDPEngineWithLMHead.prepare_model_outputs)
-    original = transformer_impl.logprobs_from_logits
-    try:
-        token_log_probs.install()
-        assert transformer_impl.logprobs_from_logits is token_log_probs.logprobs_from_logits
-    finally:
-        transformer_impl.logprobs_from_logits = original
+    assert_install_replaces(transformer_impl, "logprobs_from_logits", token_log_probs)
     torch.manual_seed(0)
-    logits = (3 * torch.randn(2, 1500, 300)).requires_grad_()  # more rows than one chunk
+    logits = torch.randn(2, 1500, 300) * 3  # more rows than one chunk
     labels, weights = torch.randint(0, 300, (2, 1500)), torch.randn(2, 1500)
-    expected = torch_functional.logprobs_from_logits_v2(logits, labels)
-    (expected * weights).sum().backward()
-    expected_grad, logits.grad = logits.grad, None
-    got = token_log_probs.logprobs_from_logits(logits, labels)
-    (got * weights).sum().backward()
-    assert torch.allclose(got, expected, atol=1e-5) and torch.allclose(logits.grad, expected_grad, atol=1e-6)
+    expected, expected_grad = value_and_grad(lambda x: torch_functional.logprobs_from_logits_v2(x, labels), logits, weights)
+    got, got_grad = value_and_grad(lambda x: token_log_probs.logprobs_from_logits(x, labels), logits, weights)
+    assert torch.allclose(got, expected, atol=1e-5) and torch.allclose(got_grad, expected_grad, atol=1e-6)
+
+
+def assert_install_replaces(module, name: str, kit_module):
+    """kit_module.install() puts kit_module's function of that name at module.name (restored afterwards)."""
+    original = getattr(module, name)
+    try:
+        kit_module.install()
+        assert getattr(module, name) is getattr(kit_module, name)
+    finally:
+        setattr(module, name, original)
+
+
+def value_and_grad(function, x, weights):
+    """function(x) and the gradient of (function(x) * weights).sum() with respect to x."""
+    x = x.detach().requires_grad_()
+    value = function(x)
+    (value * weights).sum().backward()
+    return value.detach(), x.grad
 
 
 def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
@@ -149,6 +159,45 @@ def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
         assert FSDPEngineWithLMHead.prepare_model_inputs is causal_padding.prepare_model_inputs
     finally:
         FSDPEngineWithLMHead.prepare_model_inputs = causal_padding._verl_prepare_model_inputs
+
+
+def test_vectorised_no_padding_2_padding_equals_verls_loop():
+    # kit/padding replaces the per-row loop verl's losses call by this name; same values and gradients, for
+    # per-token outputs of one and of two dimensions and rows of different prompt and response lengths.
+    import torch
+    from verl.workers.utils import losses, padding
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    from kit import padding as kit_padding
+    from kit.batching import rollout_layout
+
+    assert "no_padding_2_padding(model_output[" in inspect.getsource(losses.ppo_loss)
+    assert "no_padding_2_padding(model_output[" in inspect.getsource(losses.value_loss)
+    prompts = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10], [0, 0, 0, 3]])  # left-padded (B, P)
+    responses = torch.tensor([[11, 12, 2, 0], [13, 14, 15, 16], [17, 0, 0, 0]])  # right-padded (B, R)
+    batch = rollout_layout(prompts, (prompts != 0).long(), responses, (responses != 0).long())
+    data = left_right_2_no_padding(batch)
+    tokens = int(data["input_ids"].offsets()[-1])
+    for shape in ((tokens,), (tokens, 3)):
+        values, weights = torch.randn(shape), torch.randn(3, 4, *shape[1:])
+        expected = value_and_grad(lambda x: padding.no_padding_2_padding(x, data), values, weights)
+        got = value_and_grad(lambda x: kit_padding.no_padding_2_padding(x, data), values, weights)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    nested = torch.nested.nested_tensor_from_jagged(torch.randn(tokens), data["input_ids"].offsets())
+    assert torch.equal(kit_padding.no_padding_2_padding(nested, data), padding.no_padding_2_padding(nested, data))
+    padded = batch.select("prompts", "responses", "attention_mask")  # verl's other layout: lengths from the mask
+    assert not padded["prompts"].is_nested
+    assert torch.equal(kit_padding.no_padding_2_padding(values, padded), padding.no_padding_2_padding(values, padded))
+    assert_install_replaces(losses, "no_padding_2_padding", kit_padding)
+
+
+def test_resource_pool_takes_the_placement_groups_the_kit_pins_to_nodes():
+    # kit/cluster.resource_pool sets RayResourcePool.pgs to groups pinned node by node, with verl's own bundle
+    from verl.single_controller.ray import RayResourcePool
+
+    source = inspect.getsource(RayResourcePool.get_placement_groups)
+    assert "if self.pgs is not None:\n            return self.pgs" in source
+    assert 'bundle = {"CPU": self.max_colocate_count}' in source and "bundle[device_name] = 1" in source
 
 
 def test_what_the_kit_tells_verls_engine_per_call():
