@@ -33,9 +33,8 @@ from kit.tools import ToolBox
 ENGINES = ("hf", "vllm", "sglang")
 INSTALL = {
     "vllm": "pip install -e '.[vllm]' (the version verl 0.9.1 pins), or use inference.engine=hf",
-    # verl 0.9.1 pins transformers 5.9.0 (and excludes 5.6.0) for sglang 0.5.12, which pins 5.6.0
-    "sglang": "verl 0.9.1's pins for it conflict (transformers 5.9.0 against sglang 0.5.12's 5.6.0), so pip cannot "
-              "install it next to verl: use inference.engine=vllm or hf",
+    "sglang": "pip install -e '.[sglang]' (sglang 0.5.14 with transformers 5.8.1, in an environment of its own), "
+              "or use inference.engine=hf",
 }
 
 

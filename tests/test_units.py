@@ -62,7 +62,7 @@ def test_engine_choice_errors():
     # neither is installed for the tests, and there is no GPU
     with pytest.raises(KitError, match="needs vllm, which is not installed: pip install -e '.\\[vllm\\]'"):
         inference.check_engine(kit_config("inference.engine=vllm"))
-    with pytest.raises(KitError, match="needs sglang, which is not installed: verl 0.9.1's pins for it conflict"):
+    with pytest.raises(KitError, match="needs sglang, which is not installed: pip install -e '.\\[sglang\\]'"):
         inference.check_engine(kit_config("inference.engine=sglang"))
     with pytest.raises(KitError, match="unknown: choose one of hf, vllm, sglang"):
         inference.check_engine(kit_config("inference.engine=tgi"))
