@@ -24,7 +24,7 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_
 
 import inference
 import training
-from kit import checkpoints
+from kit import checkpoints, cluster
 from kit.config import cpu_defaults, load_config, resolve_hardware
 from kit.errors import one_line_errors
 from kit.help import help_text
@@ -62,7 +62,7 @@ def main(overrides: list[str]):
     check_algorithm(cfg)
     check_loggers(cfg)
     inference.check_engine(cfg)
-    resolve_hardware(cfg, visible_gpus=torch.cuda.device_count())
+    resolve_hardware(cfg, cluster.node_gpus(cfg))  # this machine's GPUs, or (ray_address) each cluster node's
     if cpu_run := cpu_defaults(cfg, overrides):  # config.yaml's `cpu` keys: a run that shows learning in minutes
         print(f"no GPU: a shorter run for the CPU, {' '.join(cpu_run)} (set them to change it; README, CPU)")
     total_steps = cfg.num_epochs * cfg.steps_per_epoch
@@ -82,6 +82,7 @@ def main(overrides: list[str]):
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     task, tools = Task(cfg.env, cfg.data), inference.load_tools(cfg, tokenizer)
     reward = RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout)
+    cluster.check_shared_output_dir(cfg)  # on a cluster, every node must see output_dir as the driver does
     workers = training.start_workers(cfg, verl_cfg)  # last: every mistake above is found before a worker starts
     run = Run(cfg, verl_cfg, task, tokenizer, reward, workers, inference.start_engine(cfg, verl_cfg, workers),
               get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)

@@ -9,7 +9,6 @@ call converts on the way in (left_right_2_no_padding) and out (no_padding_2_padd
 
 import contextlib
 import io
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,15 +18,17 @@ from pathlib import Path
 import ray
 import torch
 from verl import DataProto
-from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+from verl.single_controller.ray import RayClassWithInitArgs, RayWorkerGroup
 from verl.single_controller.ray.base import create_colocated_worker_cls
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import TrainingWorkerConfig
 from verl.workers.utils.losses import value_loss
-from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
+from verl.workers.utils.padding import left_right_2_no_padding
 
+from kit import cluster
 from kit.on_policy import ON_POLICY, needs_old_log_probs  # algorithm.py asks training.needs_old_log_probs
+from kit.padding import no_padding_2_padding  # verl's, vectorised
 from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
 from kit.worker import CriticWorker, KitWorker
 
@@ -41,11 +42,10 @@ class Workers:
 def start_workers(cfg, verl_cfg) -> Workers:
     """Start Ray and the workers, and load the models into them."""
     on_gpu = cfg.num_gpus > 0
-    if not ray.is_initialized():
-        if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
-            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // cfg.num_workers)))
-        ray.init(num_cpus=max(os.cpu_count(), cfg.num_workers), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)  # Ray's start-up notes; its errors still print
+    if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // max(cfg.worker_layout))))
+    if cfg.ray_address is None:
+        cluster.start_local(cfg)  # else algorithm.py joined the cluster (kit/cluster.py)
     roles = {"actor": RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=actor_role(cfg))}
     if needs_critic(cfg):
         critic_cfg = omega_conf_to_dataclass(verl_cfg.critic)
@@ -53,12 +53,14 @@ def start_workers(cfg, verl_cfg) -> Workers:
             model_type="value_model", model_config=critic_cfg.model, engine_config=critic_cfg.engine,
             optimizer_config=critic_cfg.optim, checkpoint_config=critic_cfg.checkpoint,
         ))
-    pool = RayResourcePool([cfg.num_workers], use_gpu=on_gpu, max_colocate_count=1)
+    pool = cluster.resource_pool(cfg, on_gpu)  # cfg.worker_layout: workers per node
     with contextlib.redirect_stdout(io.StringIO()):  # verl prints the colocated class's base class
         worker_class = create_colocated_worker_cls(roles)
     colocated = RayWorkerGroup(pool, worker_class, device_name="cuda" if on_gpu else "cpu")
     groups = colocated.spawn(prefix_set=roles.keys())
     groups["actor"].init_model()
+    if cfg.ray_address is not None:  # where they landed, node by node (and so which node a dead worker was on)
+        print(cluster.remember_placement(groups["actor"].placement()))
     if needs_critic(cfg):
         groups["critic"].reset()  # builds the value model, its optimizer and LR schedule
         groups["critic"].set_loss_fn(partial(value_loss, config=critic_cfg))

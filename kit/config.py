@@ -158,6 +158,9 @@ def _check_values(cfg: DictConfig):
             raise KitError(f"config key '{key}' must be a positive integer, got {value!r}")
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise KitError(f"config key 'output_dir' names the file '{cfg.output_dir}': name a folder (it is made if missing)")
+    if cfg.ray_address is not None and (not isinstance(cfg.ray_address, str) or not cfg.ray_address.strip()):
+        raise KitError(f"config key 'ray_address' must be null (a local Ray of the kit's own), auto or a cluster's "
+                       f"HOST:PORT, got {cfg.ray_address!r}")
     if cfg.num_gpus != "auto" and (not isinstance(cfg.num_gpus, int) or cfg.num_gpus < 0):
         raise KitError(f"config key 'num_gpus' must be auto or an integer >= 0, got {cfg.num_gpus!r}")
     for key in ("inference.top_p", "inference.gpu_memory_utilization"):
@@ -196,6 +199,25 @@ def _check_values(cfg: DictConfig):
         raise KitError(f"config key 'resume' must be auto, off or a checkpoint folder; {resume!r} is none of them")
 
 
+def _worker_layout(cfg: DictConfig, gpu_nodes: list[int], nodes: int) -> list[int]:
+    """Workers per node: all GPUs of as many nodes as num_gpus fills (each node alike), or the CPU workers spread
+    evenly over every node."""
+    if cfg.num_gpus == 0:
+        if cfg.num_cpu_workers % nodes:
+            raise KitError(f"num_cpu_workers={cfg.num_cpu_workers} must divide by the Ray cluster's {nodes} nodes: the "
+                           "kit puts the same number of CPU workers on each")
+        return [cfg.num_cpu_workers // nodes] * nodes
+    if len(set(gpu_nodes)) > 1:
+        raise KitError(f"the Ray cluster's nodes have unequal GPU counts ({', '.join(map(str, gpu_nodes))}): FSDP and "
+                       "the engines place the same number on each node, so start every node with the same number "
+                       "(ray start --num-gpus=N)")
+    per_node = gpu_nodes[0]
+    if cfg.num_gpus > per_node and cfg.num_gpus % per_node:
+        raise KitError(f"num_gpus={cfg.num_gpus} must fill whole nodes of {per_node} GPUs (or fit in one): use a "
+                       f"multiple of {per_node} or num_gpus=auto")
+    return [min(cfg.num_gpus, per_node)] * max(1, cfg.num_gpus // per_node)
+
+
 def _check_choice(cfg: DictConfig, key: str, choices: tuple):
     value = OmegaConf.select(cfg, key)
     if value not in choices:
@@ -203,17 +225,22 @@ def _check_choice(cfg: DictConfig, key: str, choices: tuple):
         raise KitError(f"config key '{key}' must be one of {names}; got {value!r}")
 
 
-def resolve_hardware(cfg: DictConfig, visible_gpus: int):
-    """Fix num_gpus ('auto' = all visible) and num_workers (one per GPU, or num_cpu_workers on CPU)."""
+def resolve_hardware(cfg: DictConfig, node_gpus: list[int]):
+    """Fix num_gpus ('auto' = all), num_workers (one per GPU, or num_cpu_workers on CPU) and worker_layout (workers
+    per node, for verl's resource pool) from the GPUs of each node: one entry locally, one per node on a cluster."""
+    gpu_nodes = [gpus for gpus in node_gpus if gpus > 0]
+    total = sum(gpu_nodes)
+    where = "are visible" if len(node_gpus) == 1 else f"are in the Ray cluster's {len(node_gpus)} nodes"
     if cfg.num_gpus == "auto":
-        cfg.num_gpus = visible_gpus
-    if cfg.num_gpus > visible_gpus:
-        raise KitError(f"num_gpus={cfg.num_gpus} but {visible_gpus} GPU(s) are visible: lower num_gpus or use num_gpus=auto")
-    cfg.num_workers = cfg.num_gpus or cfg.num_cpu_workers
+        cfg.num_gpus = total
+    if cfg.num_gpus > total:
+        raise KitError(f"num_gpus={cfg.num_gpus} but {total} GPU(s) {where}: lower num_gpus or use num_gpus=auto")
+    cfg.worker_layout = _worker_layout(cfg, gpu_nodes, len(node_gpus))
+    cfg.num_workers = sum(cfg.worker_layout)
     tensor_parallel = cfg.inference.tensor_parallel_size
-    if cfg.inference.engine != "hf" and cfg.num_gpus % tensor_parallel:
-        raise KitError(f"inference.tensor_parallel_size={tensor_parallel} must divide num_gpus={cfg.num_gpus}: "
-                       "each engine replica takes that many of the GPUs")
+    if cfg.inference.engine != "hf" and cfg.worker_layout[0] % tensor_parallel:
+        raise KitError(f"inference.tensor_parallel_size={tensor_parallel} must divide the {cfg.worker_layout[0]} GPUs "
+                       "each node trains on: each engine replica takes that many GPUs of one node")
     rollouts = (cfg.training.actor.mini_batch_size or cfg.batch_size) * cfg.n_generations
     if rollouts % cfg.num_workers or cfg.val_size % cfg.num_workers:
         raise KitError(

@@ -3,7 +3,7 @@
 import functools
 import sys
 
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 
 class KitError(Exception):
@@ -21,10 +21,19 @@ def one_line_errors(main):
             # On a line of its own: a progress bar may be mid-line on stderr.
             print(f"\nverl-kit: error: {err}", file=sys.stderr)
             sys.exit(2)
-        except RayActorError as err:  # killed, out of memory, or crashed: Ray has logged its side above
+        except (RayActorError, RayTaskError) as err:  # a worker killed, out of memory, crashed, or its node lost
+            from kit.cluster import dead_worker_node, where_worker_died  # here: kit.cluster imports this module
+
+            if node := dead_worker_node():  # on a cluster the survivors' collectives fail too: the node is the news
+                print(f"\nverl-kit: error: Ray node {node} died during the step, and its workers with it: run the "
+                      "same command, on the remaining or restarted nodes, to resume from the last checkpoint",
+                      file=sys.stderr)
+                sys.exit(2)
+            if isinstance(err, RayTaskError):  # an error inside a worker: its traceback is what helps
+                raise
             pid = f" (pid {err.actor_info.pid})" if getattr(getattr(err, "actor_info", None), "pid", None) else ""
-            print(f"\nverl-kit: error: a Ray worker{pid} died during the step (killed, out of memory or crashed): "
-                  "run the same command to resume from the last checkpoint", file=sys.stderr)
+            print(f"\nverl-kit: error: a Ray worker{pid}{where_worker_died(err)} died during the step (killed, out of "
+                  "memory or crashed): run the same command to resume from the last checkpoint", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

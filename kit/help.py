@@ -47,10 +47,10 @@ def entries(path: str = "config.yaml") -> list[Entry]:
             if not value:
                 parents.append((indent, match["key"]))
             comment_column = line.index("#") if match["hash"] else None
-        elif (match := COMMENT_LINE.match(line)) and parents:  # comments before the first key: the file's header
+        elif match := COMMENT_LINE.match(line):
             if comment_column is not None and len(match["indent"]) == comment_column:
                 result[-1].comment += " " + match["comment"]
-            else:
+            elif parents:  # a note inside a section (comments before the first key are the file's header)
                 result.append(Entry(".".join(name for _, name in parents), None, match["comment"], note=True))
                 comment_column = None
     return result

@@ -9,6 +9,7 @@ decoding with a static KV cache and CUDA graphs. On CPU, one GPU or N GPUs.
 from contextlib import contextmanager
 from functools import partial
 
+import ray
 import torch
 from tensordict import TensorDict
 from torch.distributed.fsdp import FSDPModule
@@ -21,7 +22,7 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, on_policy, token_log_probs
+from kit import causal_padding, cpu_platform, on_policy, padding, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
@@ -30,6 +31,7 @@ from kit.sampler import Sampler
 def _prepare_process():
     token_log_probs.install()
     causal_padding.install()
+    padding.install()
     if get_device_name() == "cpu":
         cpu_platform.init_process_group()
         cpu_platform.register_fsdp_engines()
@@ -86,6 +88,12 @@ class KitWorker(ActorRolloutRefWorker):
             self.sampler = Sampler(self.actor.model_config.hf_config, self.actor.engine._autocast_dtype, device,
                                    cuda_graphs, compiled)
         return self.sampler
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def placement(self) -> tuple[str, str]:
+        """This worker's Ray actor id and node id (a list over the workers, from the driver)."""
+        context = ray.get_runtime_context()
+        return context.get_actor_id(), context.get_node_id()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str):

@@ -39,7 +39,7 @@ def configured(model_dir, *overrides):
     from kit.verl_config import compose_verl_config, verl_overrides
 
     cfg = kit_config(*overrides)
-    resolve_hardware(cfg, visible_gpus=0)
+    resolve_hardware(cfg, node_gpus=[0])
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     return cfg, compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=False))
 

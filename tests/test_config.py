@@ -51,15 +51,41 @@ def test_missing_and_malformed_config_files(tmp_path):
 
 def test_hardware_resolution_and_batch_split():
     cfg = kit_config("num_cpu_workers=2")
-    resolve_hardware(cfg, visible_gpus=0)
+    resolve_hardware(cfg, node_gpus=[0])
     assert cfg.num_gpus == 0 and cfg.num_workers == 2
     cfg = kit_config("num_gpus=auto")
-    resolve_hardware(cfg, visible_gpus=8)
+    resolve_hardware(cfg, node_gpus=[8])
     assert cfg.num_workers == 8
     with pytest.raises(KitError, match="must both divide by the 3 workers"):
-        resolve_hardware(kit_config("num_cpu_workers=3"), visible_gpus=0)
+        resolve_hardware(kit_config("num_cpu_workers=3"), node_gpus=[0])
     with pytest.raises(KitError, match="2 GPU\\(s\\) are visible"):
-        resolve_hardware(kit_config("num_gpus=4"), visible_gpus=2)
+        resolve_hardware(kit_config("num_gpus=4"), node_gpus=[2])
+
+
+def test_workers_are_laid_out_node_by_node_on_a_cluster():
+    def layout(node_gpus, *overrides):
+        cfg = kit_config("ray_address=auto", *overrides)
+        resolve_hardware(cfg, node_gpus=node_gpus)
+        return list(cfg.worker_layout), cfg.num_workers
+
+    assert layout([0]) == ([1], 1)  # the local case: one entry
+    assert layout([4, 4]) == ([4, 4], 8) and layout([0, 4, 4]) == ([4, 4], 8)  # a CPU-only head gets none
+    assert layout([4, 4], "num_gpus=4") == ([4], 4) and layout([4, 4], "num_gpus=2") == ([2], 2)
+    assert layout([0, 0], "num_cpu_workers=2") == ([1, 1], 2)
+    with pytest.raises(KitError, match="unequal GPU counts \\(4, 2\\): .* \\(ray start --num-gpus=N\\)"):
+        layout([4, 2])
+    with pytest.raises(KitError, match="num_gpus=6 must fill whole nodes of 4 GPUs"):
+        layout([4, 4], "num_gpus=6")
+    with pytest.raises(KitError, match="8 GPU\\(s\\) are in the Ray cluster's 2 nodes"):
+        layout([4, 4], "num_gpus=16")
+    with pytest.raises(KitError, match="num_cpu_workers=3 must divide by the Ray cluster's 2 nodes"):
+        layout([0, 0], "num_cpu_workers=3")
+    with pytest.raises(KitError, match="must both divide by the 8 workers"):  # the batch across every node's workers
+        layout([4, 4], "batch_size=3", "n_generations=3")
+    with pytest.raises(KitError, match="tensor_parallel_size=4 must divide the 2 GPUs each node trains on"):
+        layout([2, 2], "inference.engine=vllm", "inference.tensor_parallel_size=4")
+    with pytest.raises(KitError, match="config key 'ray_address' must be null"):
+        kit_config("ray_address=''")
 
 
 def test_every_key_in_config_yaml_has_a_comment():
@@ -136,7 +162,7 @@ def test_cpu_defaults_replace_only_the_keys_not_given(tmp_path):
 
     def on(visible_gpus, *overrides):
         cfg = kit_config(*overrides)
-        resolve_hardware(cfg, visible_gpus=visible_gpus)
+        resolve_hardware(cfg, node_gpus=[visible_gpus])
         return cpu_defaults(cfg, list(overrides)), cfg
 
     applied, cfg = on(0)

@@ -110,7 +110,7 @@ def conversation_setup(tiny_model_dir, tiny_tokenizer):
     cfg = kit_config("model_path=embedded:tiny", "num_cpu_workers=2", "inference.multi_turn=true", "inference.max_turns=3",
                      "inference.max_response_length=40", "inference.max_tokens_per_turn=8",
                      "inference.tool_parser=every_turn_calls", f"inference.tools={ROOT}/tools.yaml")
-    resolve_hardware(cfg, visible_gpus=0)
+    resolve_hardware(cfg, node_gpus=[0])
     cfg.model_context = 512
     workers = training.start_workers(cfg, compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False)))
     yield cfg, workers, tiny_tokenizer, inference.load_tools(cfg, tiny_tokenizer)

@@ -28,7 +28,7 @@ ENGINE = ["model_path=embedded:tiny", "inference.engine=vllm", "inference.gpu_me
 def engine_config(model_dir, *overrides, gpus=4):
     """The kit's config and verl's, as algorithm.main builds them on a machine with `gpus` GPUs."""
     cfg = kit_config(*ENGINE, *overrides)
-    resolve_hardware(cfg, visible_gpus=gpus)
+    resolve_hardware(cfg, node_gpus=[gpus])
     cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     return cfg, compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=True))
 
@@ -49,7 +49,7 @@ def test_config_yaml_becomes_verls_rollout_config(tiny_model_dir):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["inference.tensor_parallel_size=3"], "inference.tensor_parallel_size=3 must divide num_gpus=4"),
+    (["inference.tensor_parallel_size=3"], "inference.tensor_parallel_size=3 must divide the 4 GPUs each node trains on"),
     (["inference.gpu_memory_utilization=1.5"], "'inference.gpu_memory_utilization' must be in \\(0, 1\\]"),
     (["inference.dtype=fp8"], "'inference.dtype' must be one of bfloat16, float16; got 'fp8'"),
     (["inference.max_num_batched_tokens=0"], "'inference.max_num_batched_tokens' must be a positive integer"),

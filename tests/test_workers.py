@@ -20,7 +20,7 @@ from kit.verl_config import compose_verl_config, verl_overrides
 def setup(tiny_model_dir, tiny_tokenizer):
     cfg = kit_config("model_path=embedded:tiny", "num_cpu_workers=2", "training.actor.use_kl_loss=true",
                      "inference.max_response_length=6", "training.actor.lr=1e-3")
-    resolve_hardware(cfg, visible_gpus=0)
+    resolve_hardware(cfg, node_gpus=[0])
     cfg.model_context = 512
     verl_cfg = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False))
     workers = training.start_workers(cfg, verl_cfg)
