@@ -132,6 +132,10 @@ def check_matches(state: dict, cfg, folder: Path, critic: bool):
                        "with the estimator it was made with, or resume=off (or a new output_dir) to start over")
     for key, saved in state["config"].items():
         now = OmegaConf.select(cfg, key)
+        if now != saved and key == "num_workers":  # derived: one per GPU, or num_cpu_workers
+            raise KitError(f"checkpoint {folder} was made by {saved} workers and this run has {now}: its weights are "
+                           f"sharded per worker, so give the run {saved} (num_gpus, num_cpu_workers, or the cluster's "
+                           "nodes) to resume, or resume=off (or a new output_dir) to start over")
         if now != saved:
             raise KitError(f"checkpoint {folder} was made with {key}={saved!r}, this run has {key}={now!r}: "
                            f"set {key}={saved!r} to resume, or resume=off (or a new output_dir) to start over")

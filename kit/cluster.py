@@ -169,18 +169,16 @@ def where_worker_died(err: Exception) -> str:
 
 def dead_worker_node(wait_s: float = 30) -> str | None:
     """On a cluster: a node of the workers that Ray counts dead, named, waiting up to wait_s for Ray to notice a
-    lost node (its health checks take seconds); None for a local run, or when every worker node is alive."""
+    lost node (its health checks take seconds); None for a local run, or when every worker node stays alive."""
     nodes = set(_node_of_worker.values())
-    deadline = time.time() + (wait_s if nodes else 0)
+    deadline = time.time() + wait_s
     while nodes:
         try:
             dead = [entry["NodeID"] for entry in ray.nodes() if entry["NodeID"] in nodes and not entry["Alive"]]
         except Exception:  # Ray itself is gone
             return None
-        if dead:
-            return node_name(dead[0])
-        if time.time() > deadline:
-            return None
+        if dead or time.time() > deadline:
+            return node_name(dead[0]) if dead else None
         time.sleep(1)
     return None
 

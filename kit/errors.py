@@ -25,8 +25,8 @@ def one_line_errors(main):
             from kit.cluster import dead_worker_node, where_worker_died  # here: kit.cluster imports this module
 
             if node := dead_worker_node():  # on a cluster the survivors' collectives fail too: the node is the news
-                print(f"\nverl-kit: error: Ray node {node} died during the step, and its workers with it: run the "
-                      "same command, on the remaining or restarted nodes, to resume from the last checkpoint",
+                print(f"\nverl-kit: error: Ray node {node} died during the step, and its workers with it: restart it "
+                      "(or join another with as many GPUs) and run the same command to resume from the last checkpoint",
                       file=sys.stderr)
                 sys.exit(2)
             if isinstance(err, RayTaskError):  # an error inside a worker: its traceback is what helps

@@ -262,3 +262,13 @@ def test_daemon_threads_reuse_idle_threads_and_route_around_a_hung_call():
 ])
 def test_the_old_log_prob_pass_is_skipped_only_on_policy(overrides, skipped):
     assert needs_old_log_probs(kit_config(*overrides)) is (not skipped)
+
+
+def test_a_checkpoint_of_another_worker_count_names_the_keys_that_set_it(tmp_path):
+    from kit.checkpoints import check_matches
+
+    cfg = kit_config("num_cpu_workers=1")
+    cfg.num_workers = 1
+    with pytest.raises(KitError, match="made by 2 workers and this run has 1: .* \\(num_gpus, num_cpu_workers, or the "
+                                       "cluster's nodes\\)"):
+        check_matches({"config": {"num_workers": 2}}, cfg, tmp_path, critic=False)
