@@ -45,25 +45,25 @@ class Cluster:
         self.wait_for_nodes(1)
         self.second = self.start_second()
 
-    def _start(self, name: str, args: list[str], private_mount: bool = False) -> subprocess.Popen:
+    def _start(self, name: str, args: list[str], private_mount: bool = False, env=None) -> subprocess.Popen:
         command = ["ray", "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--block"]
         if private_mount:  # this node sees a tmpfs at self.private, the driver the real folder
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                        f"mount -t tmpfs tmpfs {self.private} && exec {' '.join(command)}"]
         log = open(self.tmp / f"{name}.log", "a")
-        return subprocess.Popen(command, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        return subprocess.Popen(command, env=env or self.env, stdout=log, stderr=log, start_new_session=True)
 
     def start_second(self) -> subprocess.Popen:
         second = self._start("second", [f"--address={self.address}"], private_mount=self.private_mount)
         self.wait_for_nodes(2)
         return second
 
-    def wait_for_nodes(self, count: int, timeout: float = 90):
+    def wait_for_nodes(self, count: int, address: str | None = None, env=None, timeout: float = 90):
         probe = ("import ray; ray.init(address='%s', logging_level='ERROR'); "
-                 "print(sum(n['Alive'] for n in ray.nodes()))" % self.address)
+                 "print(sum(n['Alive'] for n in ray.nodes()))" % (address or self.address))
         deadline = time.time() + timeout
         while time.time() < deadline:
-            out = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True)
+            out = subprocess.run([sys.executable, "-c", probe], env=env or self.env, capture_output=True, text=True)
             if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
                 return
             time.sleep(1)
@@ -154,15 +154,10 @@ def test_a_cluster_with_token_authentication_is_joined_with_its_token_and_named_
     # a head as Ray 2.60 starts it by default (token authentication, the token in ~/.ray/auth_token)
     port = free_port()
     env = {key: value for key, value in cluster.env.items() if key != "RAY_AUTH_MODE"}
-    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false",
-                             "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--block"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = cluster._start("token-head", ["--head", f"--port={port}", "--include-dashboard=false"], env=env)
     saved = CURRENT_CLUSTER.read_text()
     try:
-        deadline = time.time() + 60
-        while subprocess.run(["ray", "status", f"--address=127.0.0.1:{port}"], env={**env, "RAY_AUTH_MODE": "token"},
-                             capture_output=True).returncode and time.time() < deadline:
-            time.sleep(1)
+        cluster.wait_for_nodes(1, address=f"127.0.0.1:{port}", env={**env, "RAY_AUTH_MODE": "token"})
         refused = cluster.run(f"ray_address=127.0.0.1:{port}", "num_cpu_workers=1", f"output_dir={tmp_path}",
                               env=env)
         joined = cluster.run(f"ray_address=127.0.0.1:{port}", "num_cpu_workers=1", "steps_per_epoch=1",
