@@ -69,9 +69,10 @@ def start_workers(cfg, verl_cfg) -> Workers:
 
 def actor_role(cfg) -> str:
     """verl's role for the actor workers: the actor, with verl's server adapter when vllm/sglang generate on
-    the same GPUs, and with the frozen reference model when a KL term needs it."""
+    the same GPUs, and with the frozen reference model when a KL term needs it (with LoRA the reference is the
+    actor with its adapters switched off: no second copy)."""
     role = "actor" if cfg.inference.engine == "hf" else "actor_rollout"
-    return role + "_ref" if needs_reference(cfg) else role
+    return role + "_ref" if needs_reference(cfg) and not uses_lora(cfg) else role
 
 
 def needs_critic(cfg) -> bool:
@@ -80,6 +81,10 @@ def needs_critic(cfg) -> bool:
 
 def needs_reference(cfg) -> bool:
     return cfg.training.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
+
+
+def uses_lora(cfg) -> bool:
+    return cfg.training.actor.lora.rank > 0
 
 
 def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
@@ -96,8 +101,9 @@ def compute_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
 
 def compute_ref_log_probs(workers: Workers, batch: DataProto, cfg) -> DataProto:
     """Log-probs of the response tokens under the frozen reference model, for the KL terms."""
-    data = _to_workers(batch, cfg, calculate_entropy=False, compute_loss=False)
-    output = workers.actor.compute_ref_log_prob(data)
+    base_of_actor = uses_lora(cfg)  # with LoRA the reference is the actor with its adapters switched off
+    data = _to_workers(batch, cfg, calculate_entropy=False, compute_loss=False, no_lora_adapter=base_of_actor)
+    output = (workers.actor.compute_log_prob if base_of_actor else workers.actor.compute_ref_log_prob)(data)
     return DataProto.from_dict({"ref_log_prob": no_padding_2_padding(tu.get(output, "log_probs"), data).float()})
 
 

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kit.errors import KitError
 from kit.task import is_finite_number
@@ -52,6 +52,9 @@ def _settings(overrides: list[str]) -> list[tuple[str, object]]:
 
 
 def _set(base: DictConfig, cfg: DictConfig, key: str, value):
+    if key.startswith(FREE_FORM):  # the engine's own arguments: the engine checks them
+        OmegaConf.update(cfg, key, value, merge=False)
+        return
     _check_known(base, key)
     default = OmegaConf.select(base, key)
     value = _as_float(value) if isinstance(default, float) else value  # YAML reads 1e-5 as a string
@@ -136,9 +139,13 @@ def _check_type(key: str, default, value):
         return
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return
-    if OmegaConf.is_list(default) and isinstance(value, list):
+    if (OmegaConf.is_list(default) or key in STRING_OR_LIST) and isinstance(value, list):
         return
     raise KitError(f"config key '{key}' must be {_type_name(default)}, got {value!r}")
+
+
+STRING_OR_LIST = ("training.actor.lora.target_modules",)  # keys whose string default may become a list
+FREE_FORM = "inference.engine_kwargs."  # keys under it are the engine's, not the kit's
 
 
 def _type_name(value) -> str:
@@ -192,11 +199,24 @@ def _check_values(cfg: DictConfig):
     _check_choice(cfg, "training.actor.lr_schedule", ("constant", "cosine"))
     # verl's triton backend fails on the padded batches the kit trains on (flash-attn's remove-padding path is absent)
     _check_choice(cfg, "training.actor.fused_kernels", ("none", "torch"))
+    _check_lora(cfg.training.actor.lora)
     if cfg.resume is False:  # YAML reads a bare `off` as false
         cfg.resume = "off"
     resume = cfg.resume
     if not isinstance(resume, str) or resume not in ("auto", "off") and not Path(resume).is_dir():
         raise KitError(f"config key 'resume' must be auto, off or a checkpoint folder; {resume!r} is none of them")
+
+
+def _check_lora(lora: DictConfig):
+    if not isinstance(lora.rank, int) or isinstance(lora.rank, bool) or lora.rank < 0:
+        raise KitError(f"config key 'training.actor.lora.rank' must be an integer >= 0 (0 = full fine-tuning), got {lora.rank!r}")
+    if not is_finite_number(lora.alpha) or lora.alpha <= 0:
+        raise KitError(f"config key 'training.actor.lora.alpha' must be a number > 0, got {lora.alpha!r}")
+    targets = lora.target_modules
+    if targets != "all-linear" and not (isinstance(targets, ListConfig) and targets
+                                        and all(isinstance(name, str) and name for name in targets)):
+        raise KitError(f"config key 'training.actor.lora.target_modules' must be all-linear or a list of layer names "
+                       f"such as [q_proj, v_proj], got {targets!r}")
 
 
 def _worker_layout(cfg: DictConfig, gpu_nodes: list[int], nodes: int) -> list[int]:

@@ -27,6 +27,7 @@ import torch
 from transformers import AttentionInterface, AutoModelForCausalLM
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from kit import lora
 from kit.errors import KitError
 
 ATTENTION = "kit_sampler"
@@ -117,13 +118,15 @@ class Sampler:
 
     @torch.no_grad()
     def load_weights(self, module: torch.nn.Module):
-        """Copy the actor's (gathered, unsharded) weights into the sampler's model, in place."""
-        source = dict(module.named_parameters())
-        for name, param in self.model.named_parameters():
-            if name not in source:
-                raise KitError(f"the hf engine cannot find the actor's weight '{name}': this model's layout is not a "
-                               "plain Hugging Face causal LM; use inference.engine=vllm")
-            param.copy_(source[name])
+        """Copy the actor's (gathered, unsharded) weights into the sampler's model, in place; LoRA adapters merged in,
+        one layer at a time."""
+        missing = dict(self.model.named_parameters())
+        for name, value in lora.merged_weights(dict(module.named_parameters()), lora.scalings(module)):
+            if name in missing:
+                missing.pop(name).copy_(value)
+        if missing:
+            raise KitError(f"the hf engine cannot find the actor's weight '{next(iter(missing))}': this model's layout "
+                           "is not a plain Hugging Face causal LM; use inference.engine=vllm")
 
     @torch.no_grad()
     def generate(self, input_ids, prompt_mask, max_new_tokens: int, temperature: float, top_p: float, eos: int,

@@ -38,9 +38,20 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "use_remove_padding": False,
         "enable_gradient_checkpointing": actor.gradient_checkpointing,
     }
+    lora = {  # verl's FSDP engine wraps the actor in peft adapters; vllm/sglang get the merged weights
+        "lora_rank": actor.lora.rank, "lora_alpha": actor.lora.alpha, "target_modules": actor.lora.target_modules,
+        "lora": {"merge": True},
+    }
     # One worker holds the whole model anyway: keeping the gathered weights from the forward to the backward
     # saves FSDP's second gather per layer and micro-batch (one bf16 copy of the model in memory).
     reshard = cfg.num_workers > 1
+    # One GPU: the whole model as one FSDP unit. Nothing is sharded anyway, and a unit per layer costs each layer
+    # FSDP's hooks and a gradient reduce per micro-batch, host time that bounds small updates on a GPU; the price
+    # is the whole model's gradients held until the backward ends.
+    # verl's FSDP2 wrapping reads the layer class; its FSDP1 policy, built too, reads min_num_params first (it
+    # would fail on a class it cannot find).
+    one_unit = on_gpu and cfg.num_workers == 1 and actor.strategy == "fsdp2" and not actor.param_offload
+    units = {"transformer_layer_cls_to_wrap": [NO_LAYER], "min_num_params": 2**62} if one_unit else {}
     # torch's fused AdamW on GPUs: one kernel per step instead of a dozen per parameter tensor.
     optimizer_options = {"fused": True} if on_gpu else None
     total_steps = cfg.num_epochs * cfg.steps_per_epoch
@@ -48,7 +59,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
     optimizer_steps = total_steps * actor.ppo_epochs * (cfg.batch_size // mini_batch)
     return {
         "trainer.device": "cuda" if on_gpu else "cpu",
-        **{f"actor_rollout_ref.model.{key}": value for key, value in model.items()},
+        **{f"actor_rollout_ref.model.{key}": value for key, value in (model | lora).items()},
         "actor_rollout_ref.model.use_fused_kernels": actor.fused_kernels != "none",
         "actor_rollout_ref.model.fused_kernel_options.impl_backend": None if actor.fused_kernels == "none" else actor.fused_kernels,
         "actor_rollout_ref.actor.strategy": actor.strategy,
@@ -58,6 +69,11 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "actor_rollout_ref.actor.optim.total_training_steps": optimizer_steps,
         "actor_rollout_ref.actor.optim.override_optimizer_config": optimizer_options,
         "actor_rollout_ref.actor.fsdp_config.reshard_after_forward": reshard,
+        "actor_rollout_ref.actor.fsdp_config.wrap_policy": units,
+        "actor_rollout_ref.ref.fsdp_config.wrap_policy": units,
+        "actor_rollout_ref.actor.fsdp_config.param_offload": actor.param_offload,
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload": actor.optimizer_offload,
+        "actor_rollout_ref.ref.fsdp_config.param_offload": actor.param_offload,
         "actor_rollout_ref.actor.grad_clip": actor.grad_clip,
         "actor_rollout_ref.actor.ppo_epochs": actor.ppo_epochs,
         "actor_rollout_ref.actor.ppo_mini_batch_size": mini_batch,
@@ -91,6 +107,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "critic.optim.lr": critic.lr,
         "critic.optim.override_optimizer_config": optimizer_options,
         "critic.fsdp.reshard_after_forward": reshard,
+        "critic.fsdp.wrap_policy": units,
         "critic.ppo_epochs": actor.ppo_epochs,
         "critic.ppo_mini_batch_size": mini_batch,
         "critic.use_dynamic_bsz": True,
@@ -138,6 +155,7 @@ def rollout_overrides(cfg: DictConfig) -> dict:
         "free_cache_engine": inference.free_cache_engine,
         "dtype": inference.dtype,
         "enforce_eager": inference.enforce_eager,
+        f"engine_kwargs.{inference.engine}": OmegaConf.to_container(inference.engine_kwargs),
         "agent.agent_loop_config_path": AGENT_LOOP_CONFIG,
         "agent.default_agent_loop": AGENT_LOOP,
     }
@@ -155,6 +173,7 @@ def reward_function_path(cfg: DictConfig) -> str | None:
     return str(Path(path).resolve())
 
 
+NO_LAYER = "NoLayer"  # a layer class name no model has: verl's FSDP2 wraps the root module alone
 SHIPPED_REWARD = "my_reward.py"  # config.yaml's reward, written for env.py's default task
 # Policy-loss keys of the kit's `algorithm` section that verl reads from actor.policy_loss.
 POLICY_LOSS_KEYS = ("dro_beta", "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "ppo_kl_coef")

@@ -22,10 +22,12 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, on_policy, padding, token_log_probs
+from kit import causal_padding, cpu_platform, lora, on_policy, padding, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
+
+LORA_ADAPTER = "lora_adapter"  # the export's peft folder, inside the Hugging Face one
 
 
 def _prepare_process():
@@ -65,7 +67,7 @@ class KitWorker(ActorRolloutRefWorker):
         # mini-batch does): later turns of an episode and validation after a rollout skip the gather and copy.
         policy = self.actor.engine.lr_scheduler.last_epoch
         if policy != self.sampler_policy:
-            with gathered_weights(self.actor.engine.module):
+            with weights_on_device(self.actor.engine), gathered_weights(self.actor.engine.module):
                 sampler.load_weights(self.actor.engine.module)
             self.sampler_policy = policy
         # Each data-parallel rank draws its own samples.
@@ -97,14 +99,20 @@ class KitWorker(ActorRolloutRefWorker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str):
-        """Write the actor as a Hugging Face folder that `AutoModelForCausalLM.from_pretrained` loads."""
-        state_dict = get_fsdp_full_state_dict(self.actor.engine.module, offload_to_cpu=True, rank0_only=True)
+        """Write the actor as a Hugging Face folder that `AutoModelForCausalLM.from_pretrained` loads; with LoRA
+        the adapters merged in, and the adapters alone as a peft folder in path/lora_adapter."""
+        module = self.actor.engine.module
+        with weights_on_device(self.actor.engine):
+            state_dict = get_fsdp_full_state_dict(module, offload_to_cpu=True, rank0_only=True)
         if torch.distributed.get_rank() == 0:
+            scaling = lora.scalings(module)
+            if scaling:
+                module.save_pretrained(f"{path}/{LORA_ADAPTER}", state_dict=state_dict)
             model_config = self.actor.model_config
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(model_config.hf_config)
             model.generation_config = model_config.generation_config or model.generation_config
-            model.save_pretrained(path, state_dict=state_dict)
+            model.save_pretrained(path, state_dict=dict(lora.merged_weights(state_dict, scaling)))
             model_config.tokenizer.save_pretrained(path)
             limit_permissions(path, folders=0o755, files=0o644)  # others may read the model, never change it
         torch.distributed.barrier()
@@ -133,6 +141,20 @@ def rollout_fields(input_ids, prompt_mask, responses, eos) -> TensorDict:
     """verl's rollout layout from left-padded prompts (B, P) and responses (B, R) that may run past their eos."""
     response_mask = get_response_mask(responses, eos_token=eos, dtype=prompt_mask.dtype)  # up to and with the eos
     return rollout_layout(input_ids, prompt_mask, responses, response_mask)
+
+
+@contextmanager
+def weights_on_device(engine):
+    """verl's engine keeps offloaded weights (param_offload) in CPU memory outside its own calls: on the device
+    for the duration of a gather."""
+    if not engine.is_param_offload_enabled:
+        yield
+        return
+    engine.to(get_device_name(), model=True, optimizer=False, grad=False)
+    try:
+        yield
+    finally:
+        engine.to("cpu", model=True, optimizer=False, grad=False)
 
 
 @contextmanager

@@ -15,6 +15,21 @@ def test_defaults_load_and_overrides_apply():
     assert cfg.algorithm.advantage_estimator == "grpo"
 
 
+def test_lora_target_modules_take_a_list():
+    assert list(kit_config("training.actor.lora.target_modules=[q_proj,v_proj]").training.actor.lora.target_modules) == [
+        "q_proj", "v_proj"]
+
+
+def test_engine_kwargs_reach_verls_rollout_config_unchecked():
+    from kit.verl_config import compose_verl_config, verl_overrides
+
+    cfg = kit_config("inference.engine=sglang", "inference.engine_kwargs.attention_backend=fa3")
+    resolve_hardware(cfg, node_gpus=[1])
+    cfg.model_context = 512
+    rollout = compose_verl_config(verl_overrides(cfg, "model", on_gpu=True)).actor_rollout_ref.rollout
+    assert rollout.engine_kwargs.sglang == {"attention_backend": "fa3"}
+
+
 def test_unknown_key_names_the_closest_valid_key():
     with pytest.raises(KitError, match="unknown config key 'inference.temprature': did you mean 'inference.temperature'"):
         kit_config("inference.temprature=0.9")
@@ -34,6 +49,9 @@ def test_unknown_key_names_the_closest_valid_key():
     ("batch_size", "is not an override: write key=value"),
     ("reward_model.timeout=0", "'reward_model.timeout' must be > 0 seconds"),
     ("inference.tool_timeout=-1", "'inference.tool_timeout' must be > 0 seconds"),
+    ("training.actor.lora.rank=-1", "'training.actor.lora.rank' must be an integer >= 0"),
+    ("training.actor.lora.alpha=0", "'training.actor.lora.alpha' must be a number > 0"),
+    ("training.actor.lora.target_modules=[]", "must be all-linear or a list of layer names"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(KitError, match=message):

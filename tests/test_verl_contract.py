@@ -219,3 +219,29 @@ def test_the_on_policy_loss_fills_what_verls_ppo_loss_reads():
     assert 'log_prob = no_padding_2_padding(model_output["log_probs"], data)' in source
     assert list(inspect.signature(rollout_corr_helper.compute_rollout_corr_metrics_from_logprobs).parameters) == [
         "log_prob", "rollout_log_prob", "response_mask"]
+
+
+def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_path):
+    # On one GPU kit/verl_config.py names a layer class no model has: verl's apply_fsdp2 must then wrap the root
+    # alone (checked here on the CPU with the config the kit makes for one GPU).
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from transformers import AutoModelForCausalLM
+    from verl.utils.fsdp_utils import apply_fsdp2
+
+    from conftest import kit_config
+    from kit.config import resolve_hardware
+    from kit.verl_config import compose_verl_config, verl_overrides
+
+    cfg = kit_config("model_path=embedded:tiny")
+    resolve_hardware(cfg, node_gpus=[0])
+    cfg.model_context = 512
+    engine = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=True)).actor_rollout_ref.actor.fsdp_config
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+        apply_fsdp2(model, {"mesh": init_device_mesh("cpu", (1,))}, engine)
+        assert [name for name, module in model.named_modules() if isinstance(module, FSDPModule)] == [""]
+    finally:
+        dist.destroy_process_group()
