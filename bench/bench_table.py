@@ -1,7 +1,8 @@
 """Tables of bench/throughput.sh runs: python bench/bench_table.py DIR
 
-DIR/<run>/metrics.jsonl is a kit run, DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside
-either is nvidia-smi's memory in use every 0.25 s. Prints one markdown table of the throughput runs (kit: means
+DIR/<run>/metrics.jsonl is a kit run (DIR/verl-*/metrics.jsonl: verl's own trainer, bench/verl_trainer.sh),
+DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside either is nvidia-smi's memory in use
+every 0.25 s. Prints one markdown table of the throughput runs (kit: means
 of steps 2..end, step 1 includes warm-up and compilation, as does a resumed run's first step; TRL: trl_bench.py's own means of steps 2..end) with
 the TRL/kit step-time and Ngpu/1gpu throughput ratios under it, and one of the learning runs (*learn*): held-out accuracy
 against training wall seconds (kit: cumulative timing/step of the train rows, validation left out). Writes
@@ -10,7 +11,10 @@ DIR/summary.json and, with matplotlib, DIR/learning_curve.png. A value a run did
 Kit columns: new tokens = the longest response (the limit, when any response reaches it); rollout tok/s =
 train/sampled_tokens / timing/generation; update tok/s = (prompt_length/mean + response_length/mean) x rows /
 timing/update, rows = sampled_tokens / response_length/mean; peak GPU GB = perf/max_memory_allocated_gb; MFU =
-perf/mfu/actor (verl's estimate, actor update only).
+perf/mfu/actor (verl's estimate, actor update only); log-probs s, update s = timing/log_prob, timing/update.
+verl's trainer rows are read as kit rows (verl_as_kit): generation = timing_s/gen + timing_s/update_weights (the
+weight copy into vllm and its wake-up, which the kit times inside generation; verl, at the end of the step before),
+log-probs = timing_s/old_log_prob, update = timing_s/update_actor, step = timing_s/step.
 """
 
 import json
@@ -21,13 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit
 from kit.run_log import save_plot  # noqa: E402
 
-COLUMNS = ("run", "model", "new tokens", "step s", "generation s", "rollout tok/s", "update tok/s",
-           "peak GPU GB (torch)", "GPU GB in use (nvidia-smi)", "MFU")
+COLUMNS = ("run", "model", "new tokens", "step s", "generation s", "rollout tok/s", "log-probs s", "update s",
+           "update tok/s", "peak GPU GB (torch)", "GPU GB in use (nvidia-smi)", "MFU")
 
 
 def model_of(run: str) -> str:
     if "default" in run:
         return "smollm2-135m (default task)"
+    if "example" in run:
+        return "smollm2-135m (example task)"
     if "learn" in run:
         return "smollm2-135m (trained)"
     return "qwen2.5-0.5b (random)" if "qwen" in run else "smollm2-135m (random)"
@@ -61,10 +67,29 @@ def kit_row(rows: list[dict], resumed_at: int | None = None) -> dict:
         "step s": ratio(total(lambda r: r["timing/step"]), len(train)),
         "generation s": ratio(total(lambda r: r["timing/generation"]), len(train)),
         "rollout tok/s": ratio(total(lambda r: r["train/sampled_tokens"]), total(lambda r: r["timing/generation"])),
+        "log-probs s": ratio(total(lambda r: r["timing/log_prob"]), len(train)),
+        "update s": ratio(total(lambda r: r["timing/update"]), len(train)),
         "update tok/s": ratio(total(update_tokens), total(lambda r: r["timing/update"])),
         "peak GPU GB (torch)": max(peaks, default=None),
         "MFU": ratio(mfu, len(train)),
     }
+
+
+def verl_as_kit(line: dict) -> dict:
+    """A step of verl's trainer (its file logger's {"step": N, "data": {...}}) under the kit's metric names; a key
+    verl did not log stays out (its column shows "-")."""
+    data, row = line["data"], {"step": line["step"]}
+    names = {"critic/score/mean": "train/reward_mean", "timing_s/step": "timing/step",
+             "timing_s/old_log_prob": "timing/log_prob", "timing_s/update_actor": "timing/update",
+             "actor/perf/max_memory_allocated_gb": "perf/max_memory_allocated_gb", "perf/mfu/actor": "perf/mfu/actor",
+             **{key: key for key in ("response_length/mean", "response_length/max", "prompt_length/mean")}}
+    row.update({kit: data[key] for key, kit in names.items() if key in data})
+    if "timing_s/gen" in data:
+        row["timing/generation"] = data["timing_s/gen"] + data.get("timing_s/update_weights", 0.0)
+    if {"perf/total_num_tokens", "response_length/mean", "prompt_length/mean"} <= data.keys():  # response tokens
+        share = data["response_length/mean"] / (data["prompt_length/mean"] + data["response_length/mean"])
+        row["train/sampled_tokens"] = data["perf/total_num_tokens"] * share
+    return row
 
 
 def trl_row(result: dict) -> dict:
@@ -107,6 +132,8 @@ def main(folder: Path):
             continue
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            if run.startswith("verl-"):  # verl's own trainer (bench/verl_trainer.sh)
+                rows = [verl_as_kit(line) for line in rows]
             resumed = re.search(r"global_step_(\d+)", (run_dir / "resumed.txt").read_text()) \
                 if (run_dir / "resumed.txt").exists() else None
             row, curve = kit_row(rows, resumed and int(resumed[1])), kit_curve(rows)
@@ -127,8 +154,11 @@ def main(folder: Path):
         print("| " + " | ".join([run] + [fmt(row.get(c)) for c in COLUMNS[1:]]) + " |")
     ratios = {}
     for run, row in throughput.items():
-        if run.startswith("trl-") and "kit-" + run[4:] in throughput:
-            ratios[f"{run} / kit-{run[4:]} step time"] = ratio(row["step s"], throughput["kit-" + run[4:]]["step s"])
+        peer, _, rest = run.partition("-")  # TRL's or verl's trainer against the kit's same run; verl's also hf's
+        kit = "kit-" + rest.removesuffix("-v0")
+        for kit_run in dict.fromkeys([kit, kit.replace("-vllm", "")]) if peer in ("trl", "verl") else ():
+            if kit_run in throughput:
+                ratios[f"{run} / {kit_run} step time"] = ratio(row["step s"], throughput[kit_run]["step s"])
         one_gpu = re.sub(r"-\d+gpu", "", run).replace("-resume", "")
         if re.search(r"-\d+gpu", run) and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
             ratios[f"{run} / {one_gpu} throughput"] = ratio(throughput[one_gpu]["step s"], row["step s"])

@@ -8,7 +8,8 @@ machine without a GPU) and with the most host time; with PROFILE_TRACE=1 also up
 trace). bench/profile_gpu.py times the model outside FSDP; this is the kit's own path, FSDP engine and loss included.
 A/B switches for the benchmark only: PROFILE_EAGER_LOGPROBS=1 runs kit/token_log_probs op by op on the GPU too (as
 before it was compiled); PROFILE_ADAM=fused|foreach builds verl's AdamW with that implementation;
-PROFILE_COMPILE_LAYERS=1 puts each decoder layer's forward through torch.compile (dynamic shapes).
+PROFILE_COMPILE_LAYERS=1 puts each decoder layer's forward through torch.compile (dynamic shapes);
+PROFILE_FSDP_UNITS=layers wraps each decoder layer as its own FSDP unit (verl's default) on one worker too.
   python bench/profile_update.py /tmp/prof env=bench/throughput_task.py model_path=/tmp/models/qwen2.5-0.5b \\
       batch_size=64 inference.max_response_length=1024 steps_per_epoch=3 save_every=0 val_every=0 resume=off
 """
@@ -72,6 +73,11 @@ def apply_switches():
                 layer.forward = torch.compile(layer.forward, dynamic=True)
 
         FSDPEngine.initialize = initialize_and_compile
+    if os.environ.get("PROFILE_FSDP_UNITS") == "layers":  # verl's default: an FSDP unit per decoder layer
+        from verl.workers.engine.fsdp import transformer_impl
+
+        apply_fsdp2 = transformer_impl.apply_fsdp2
+        transformer_impl.apply_fsdp2 = lambda model, kwargs, config: apply_fsdp2(model, kwargs, {"wrap_policy": {}})
     implementation = os.environ.get("PROFILE_ADAM")
     if implementation:
         build = optimizer.build_optimizer

@@ -11,10 +11,16 @@
 # a:b+c:d is two queues side by side, e.g. one per GPU). A RUN is a name, plus @GPUS for CUDA_VISIBLE_DEVICES
 # (kit-learn@0, kit-smollm2-2gpu@0,1; none: every GPU visible). The name's parts say it all:
 #   kit-* / trl-*      the kit (python algorithm.py) or TRL (bench/trl_bench.py, with PYTHONPATH=/tmp/trl only)
+#   verl-*             verl 0.9.1's own trainer (bench/verl_trainer.sh: python -m verl.trainer.main_ppo, vllm rollout,
+#                      /tmp/site-vllm first) on the kit throughput run's task and settings; -v0: its legacy trainer
 #   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
 #   *qwen*             the random Qwen2.5-0.5B shape, else the random SmolLM2-135M one (bench/random_model.py)
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
 #   Ngpu, vllm         kit only: num_gpus=N (2gpu, 8gpu; else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
+#   sglang, tpN        kit only: inference.engine=sglang (/tmp/site-sgl first, bench/sglang_bundle/) with $SGL_KWARGS
+#                      (default: sglang's fa3 attention and torch sampling, kernels the bundle ships), and
+#                      inference.tensor_parallel_size=N
+#   lora               kit only: training.actor.lora.rank=16, alpha 32, lr 1e-4 (10x the full fine-tuning default)
 #   tokN               kit only: training.actor.max_tokens_per_gpu=N (tokens per micro-batch)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
 #   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
@@ -42,7 +48,8 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   case $name in
     kit-default*) cmd="python algorithm.py steps_per_epoch=${STEPS:-20} save_every=10 val_every=0 output_dir=$dir
                        num_gpus=$ngpu" ;;
-    kit-example_*) cmd="python algorithm.py config=examples/${name#kit-example_}/config.yaml batch_size=8 val_size=64
+    kit-example_*) example=${name#kit-example_}
+                   cmd="python algorithm.py config=examples/${example%%-*}/config.yaml batch_size=8 val_size=64
                         val_every=10 save_every=0 steps_per_epoch=${EXAMPLE_STEPS:-30} resume=off output_dir=$dir" ;;
     kit-learn*) cmd="python algorithm.py steps_per_epoch=100 val_every=10 save_every=0 resume=off output_dir=$dir
                      num_gpus=$ngpu" ;;
@@ -50,13 +57,19 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
                 inference.max_response_length=$len steps_per_epoch=${STEPS:-5} save_every=0 val_every=0 resume=off
                 output_dir=$dir num_gpus=$ngpu" ;;
     gen-*) cmd="python bench/generation.py $models/$shape $len $dir/result.json" ;;
+    verl-*) cmd="bash bench/verl_trainer.sh $dir $models/$shape $len ${STEPS:-5}"
+            export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH ;;  # its rollout is vllm, as the kit's *vllm* runs
     trl-learn*) cmd="python bench/trl_bench.py learn ${VERL_KIT_CACHE:-$HOME/.cache/verl-kit}/smollm2 $dir/result.json" ;;
     trl-*) cmd="python bench/trl_bench.py throughput $models/$shape $len $dir/result.json"
            [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # as in the earlier TRL comparisons
-    *) echo "$name: unknown run (kit-* or trl-*)" >> $root/status; return ;;
+    *) echo "$name: unknown run (kit-*, trl-*, gen-* or verl-*)" >> $root/status; return ;;
   esac
   if [[ $name == kit-* ]]; then  # the name's engine, micro-batch tokens and fused kernels, then $EXTRA, which overrides them
     [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
+    [[ $name == *sglang* ]] && cmd+=" inference.engine=sglang ${SGL_KWARGS:-inference.engine_kwargs.attention_backend=fa3
+      inference.engine_kwargs.sampling_backend=pytorch}" && export PYTHONPATH=/tmp/site-sgl:$PYTHONPATH
+    [[ $name =~ -tp([0-9]+) ]] && cmd+=" inference.tensor_parallel_size=${BASH_REMATCH[1]}"
+    [[ $name == *lora* ]] && cmd+=" training.actor.lora.rank=16 training.actor.lora.alpha=32 training.actor.lr=1e-4"
     [[ -n $tokens ]] && cmd+=" training.actor.max_tokens_per_gpu=$tokens"
     [[ -n $fused ]] && cmd+=" training.actor.fused_kernels=$fused"
     [[ $name == *compile* ]] && cmd+=" inference.compile=true"
@@ -64,6 +77,9 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
   fi
   if [[ $name == *vllm* ]]; then  # vLLM's bundle (its own folder, unpacked by a later call: bench/gpu_setup.sh)
     until [ -f /tmp/site-vllm/.unpacked ]; do sleep 10; done
+  fi
+  if [[ $name == *sglang* ]]; then  # SGLang's likewise (bench/sglang_bundle/unpack.sh)
+    until [ -f /tmp/site-sgl/.unpacked ]; do sleep 10; done
   fi
   if [[ $name == *learn* || $name == *default* || $name == *example* ]]; then  # the real SmolLM2 (its GGUF may come in a later call)
     until python -c "from kit.models import resolve_model_path; resolve_model_path('embedded:smollm2')" 2> /dev/null; do sleep 10; done
@@ -95,6 +111,7 @@ if [ "$1" = --background ]; then  # the runs themselves, started by the first ca
   for shape in smollm2-135m qwen2.5-0.5b; do
     [ -f $models/$shape/config.json ] || { python bench/random_model.py $shape $models/.$shape && mv $models/.$shape $models/$shape; }
   done
+  [[ $* == *verl-* ]] && bash bench/verl_trainer.sh prepare  # its TransferQueue, now: a later call may not carry .gpu
   for group in "$@"; do
     for queue in ${group//+/ }; do (for run in ${queue//:/ }; do (one_run $run); done) & done; wait
   done
@@ -113,7 +130,7 @@ shopt -s nullglob
 for dir in $root/*/; do
   name=$(basename $dir); mkdir -p $OUT/$name
   cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
-  echo "== $name: $(grep -c '"train/' $dir/metrics.jsonl 2> /dev/null) kit steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
+  echo "== $name: $(grep -c -E '"train/|"timing_s/step"' $dir/metrics.jsonl 2> /dev/null) kit (or verl) steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
   tail -c 400 $dir/run.log; echo
 done
 # Ray keeps the workers' and servers' own logs: their errors, for a kit run that failed
