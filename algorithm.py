@@ -24,7 +24,7 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_
 
 import inference
 import training
-from kit import checkpoints, cluster
+from kit import checkpoints, cluster, memory
 from kit.config import cpu_defaults, load_config, resolve_hardware
 from kit.errors import one_line_errors
 from kit.help import help_text
@@ -78,7 +78,10 @@ def main(overrides: list[str]):
         cpu_platform.enable()
     model_dir = resolve_model_path(cfg.model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, clean_up_tokenization_spaces=False)  # BPE: the decode as sampled
-    cfg.model_context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+    hf_config = AutoConfig.from_pretrained(model_dir)
+    cfg.model_context = hf_config.max_position_embeddings
+    if cfg.num_gpus and (gpu := memory.gpu_bytes()):  # stops here, naming the keys to change, when it cannot fit
+        print(memory.check_fits(cfg, hf_config, gpu))
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     task, tools = Task(cfg.env, cfg.data), inference.load_tools(cfg, tokenizer)
     reward = RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout)

@@ -29,6 +29,12 @@ def one_line_errors(main):
                       "(or join another with as many GPUs) and run the same command to resume from the last checkpoint",
                       file=sys.stderr)
                 sys.exit(2)
+            if isinstance(err, RayTaskError) and out_of_memory(err):
+                from kit.memory import ADVICE
+
+                print(f"\nverl-kit: error: out of GPU memory in a worker's {err.function_name}: {ADVICE}; then run "
+                      "the same command to resume from the last checkpoint", file=sys.stderr)
+                sys.exit(2)
             if isinstance(err, RayTaskError):  # an error inside a worker: its traceback is what helps
                 raise
             pid = f" (pid {err.actor_info.pid})" if getattr(getattr(err, "actor_info", None), "pid", None) else ""
@@ -37,3 +43,8 @@ def one_line_errors(main):
             sys.exit(2)
 
     return wrapper
+
+
+def out_of_memory(err: RayTaskError) -> bool:
+    """A worker's task that failed for want of GPU memory (torch's OutOfMemoryError, or CUDA's own message)."""
+    return type(getattr(err, "cause", None)).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(err)

@@ -1,0 +1,102 @@
+"""Before any weight loads: the GPU memory a config needs on each GPU, phase by phase, against what a GPU has.
+
+A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters, T of them trained, W workers):
+- resident: fp32 weights sharded 4P/W (none between uses with param_offload); AdamW's two fp32 moments 8T/W (none
+  outside the optimizer step with optimizer_offload);
+- generation: the hf sampler's bf16 copy 2P and its KV cache for this worker's rows; vllm/sglang take
+  gpu_memory_utilization of the GPU while awake (asleep for the update);
+- update: the bf16 weights gathered for compute (the whole model on one GPU, one layer at a time otherwise), fp32
+  gradients 4T/W, and the activations of one micro-batch of max_tokens_per_gpu tokens.
+Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to the peaks
+measured on an H200 (README, Measured: 9.2 GB on the default task, 21.8 GB on the SmolLM2 shape, 51.4 / 85.8 GB on
+the Qwen2.5-0.5B shape at 16,384 / 32,768 tokens). An estimate, not a bound: the stop leaves a margin.
+"""
+
+import math
+import subprocess
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from kit.errors import KitError
+
+GB = 1e9
+# Bytes per token in one micro-batch: per logit (the vocabulary), per hidden unit and per MLP unit of every layer.
+ACTIVATION_BYTES = {"vocab": 10, "hidden": 23, "intermediate": 1}
+PROMPT_TOKENS = 64  # prompts are not known before loading; the default task's and the benchmarks' are shorter
+USABLE = 0.95  # of a GPU's memory: CUDA's context and the allocator's fragmentation take the rest
+ADVICE = ("lower training.actor.max_tokens_per_gpu, set training.actor.gradient_checkpointing=true, "
+          "training.actor.param_offload=true or optimizer_offload=true, train adapters only "
+          "(training.actor.lora.rank=16), use more GPUs, or (vllm/sglang) lower inference.gpu_memory_utilization")
+
+
+def parameter_counts(hf_config, lora_rank: int) -> tuple[int, int]:
+    """(all parameters, trained parameters) of the model the config describes, built on the meta device."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    total = sum(p.numel() for p in model.parameters())
+    if not lora_rank:
+        return total, total
+    # an adapter per linear layer of the decoder (peft's all-linear): rank x (inputs + outputs)
+    adapters = sum(lora_rank * (m.in_features + m.out_features) for name, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
+    return total, adapters
+
+
+def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
+    """Peak GB per GPU of each phase (generation, update, optimizer step) for this config."""
+    actor, workers = cfg.training.actor, cfg.num_workers
+    params, trained = parameter_counts(hf_config, actor.lora.rank)
+    weights = 0 if actor.param_offload else 4 * params / workers
+    moments = 8 * trained / workers
+    resident = weights + (0 if actor.optimizer_offload else moments)
+    if cfg.inference.engine == "hf":
+        engine = 2 * params + kv_cache_bytes(cfg, hf_config)
+    else:
+        engine = cfg.inference.gpu_memory_utilization * gpu_bytes
+    layers = hf_config.num_hidden_layers
+    gathered = 2 * params if workers == 1 else 2 * params / workers + 2 * 2 * params / layers
+    per_token = (ACTIVATION_BYTES["vocab"] * hf_config.vocab_size + layers * (
+        ACTIVATION_BYTES["hidden"] * hf_config.hidden_size
+        + ACTIVATION_BYTES["intermediate"] * hf_config.intermediate_size))
+    if actor.gradient_checkpointing:  # a layer's activations are recomputed: only its input is kept
+        per_token = ACTIVATION_BYTES["vocab"] * hf_config.vocab_size + layers * 2 * hf_config.hidden_size
+    kept_sampler = engine if cfg.inference.engine == "hf" else 0  # the sampler's copy and cache stay allocated
+    rows = math.ceil(cfg.batch_size * cfg.n_generations / workers)
+    tokens = min(actor.max_tokens_per_gpu, rows * (PROMPT_TOKENS + cfg.inference.max_response_length))  # a micro-batch
+    update = 4 * params / workers + gathered + 4 * trained / workers + per_token * tokens
+    return {"generation": (resident + engine) / GB,
+            "update": (resident + kept_sampler + update) / GB,
+            "optimizer step": (4 * params / workers + moments + 4 * trained / workers + kept_sampler) / GB}
+
+
+def kv_cache_bytes(cfg, hf_config) -> int:
+    """The hf sampler's KV cache for this worker's rows: bf16 keys and values of every layer, for prompts rounded up
+    to 64 tokens plus the response limit (its bucketing, with prompts taken as PROMPT_TOKENS long)."""
+    rows = math.ceil(cfg.batch_size * cfg.n_generations / cfg.num_workers)
+    heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+    length = PROMPT_TOKENS + cfg.inference.max_response_length
+    return rows * length * hf_config.num_hidden_layers * 2 * heads * head_dim * 2
+
+
+def check_fits(cfg, hf_config, gpu_bytes: int) -> str:
+    """One line with the estimate; a KitError naming the keys to change when a phase cannot fit on the GPU."""
+    phases = estimate(cfg, hf_config, gpu_bytes)
+    phase, need = max(phases.items(), key=lambda item: item[1])
+    have = gpu_bytes / GB
+    if need > USABLE * have:
+        raise KitError(f"this config needs about {need:.0f} GB per GPU in its {phase} (estimated before loading), "
+                       f"more than the {have:.0f} GB of a GPU: {ADVICE}")
+    return f"memory estimate: {need:.1f} GB per GPU at peak ({phase}) of {have:.0f} GB"
+
+
+def gpu_bytes() -> int | None:
+    """The memory of this machine's first GPU, from nvidia-smi (torch.cuda would hold a context on it for the whole
+    run); None where there is no nvidia-smi (a Ray head without GPUs: the check is skipped)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return int(out.split()[0]) * 2**20  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None

@@ -1,0 +1,68 @@
+"""kit/memory.py: the per-GPU memory estimate made before loading, and the out-of-memory errors as one line."""
+
+import pytest
+import torch
+from conftest import kit_config
+from ray.exceptions import RayTaskError
+from transformers import AutoConfig, Qwen2Config
+
+from kit.config import resolve_hardware
+from kit.errors import KitError, one_line_errors
+from kit.memory import check_fits, estimate
+from kit.models import resolve_model_path
+
+H200 = 141e9
+QWEN_SHAPES = {  # Qwen2.5-0.5B's and Qwen2.5-7B's config.json values
+    "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True},
+    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+           "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False},
+}
+
+
+def config(*overrides, gpus=1):
+    cfg = kit_config(*overrides)
+    resolve_hardware(cfg, node_gpus=[gpus])
+    return cfg
+
+
+@pytest.mark.parametrize("shape, overrides, measured_gb", [  # torch's peaks measured on an H200 (README, Measured)
+    ("smollm2", ["batch_size=64", "inference.max_response_length=256"], 21.8),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], 51.4),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.max_tokens_per_gpu=32768"], 85.8),
+])
+def test_the_estimate_is_near_the_measured_peaks(shape, overrides, measured_gb):
+    hf_config = (AutoConfig.from_pretrained(resolve_model_path("embedded:smollm2")) if shape == "smollm2"
+                 else Qwen2Config(**QWEN_SHAPES[shape]))
+    peak = max(estimate(config(*overrides), hf_config, H200).values())
+    assert peak == pytest.approx(measured_gb, rel=0.1)
+
+
+def test_what_each_key_saves():
+    hf_config = Qwen2Config(**QWEN_SHAPES["7b"])
+    full = estimate(config(), hf_config, H200)
+    assert estimate(config("training.actor.lora.rank=16"), hf_config, H200)["update"] < full["update"] - 50
+    assert estimate(config("training.actor.gradient_checkpointing=true"), hf_config, H200)["update"] < full["update"]
+    assert estimate(config("training.actor.optimizer_offload=true"), hf_config, H200)["generation"] < full["generation"]
+    assert estimate(config(gpus=4), hf_config, H200)["update"] < full["update"]
+
+
+def test_a_config_that_cannot_fit_stops_with_the_keys_to_change():
+    hf_config = Qwen2Config(**QWEN_SHAPES["7b"])
+    with pytest.raises(KitError, match=r"needs about \d+ GB per GPU .* more than the 24 GB of a GPU: lower "
+                                       r"training.actor.max_tokens_per_gpu.*lora.rank"):
+        check_fits(config(), hf_config, gpu_bytes=24e9)
+    assert check_fits(config("training.actor.lora.rank=16"), hf_config, gpu_bytes=H200).startswith("memory estimate")
+
+
+def test_out_of_memory_in_a_worker_is_one_line(capsys):
+    @one_line_errors
+    def run():
+        raise RayTaskError("update_actor", "Traceback ...", torch.OutOfMemoryError("CUDA out of memory. Tried to "
+                                                                                   "allocate 2.00 GiB"))
+
+    with pytest.raises(SystemExit) as stop:
+        run()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "out of GPU memory" in err and "max_tokens_per_gpu" in err
