@@ -120,6 +120,7 @@ def update_actor(workers: Workers, batch: DataProto, cfg) -> dict:
     forward (on-policy, see needs_old_log_probs). Returns actor/* metrics (which ones depends on the loss)."""
     actor = cfg.training.actor
     data = _to_workers(batch, cfg, calculate_entropy=actor.entropy_coeff != 0, compute_loss=True,
+                       free_sampler=cfg.inference.free_sampler,
                        **{ON_POLICY: "old_log_probs" not in batch.batch.keys()}, **_update_plan(cfg, len(batch)))
     return _named_metrics(workers.actor.update_actor(data), "actor")
 

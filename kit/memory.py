@@ -3,8 +3,9 @@
 A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters, T of them trained, W workers):
 - resident: fp32 weights sharded 4P/W (none between uses with param_offload); AdamW's two fp32 moments 8T/W (none
   outside the optimizer step with optimizer_offload);
-- generation: the hf sampler's bf16 copy 2P and its KV cache for this worker's rows; vllm/sglang take
-  gpu_memory_utilization of the GPU while awake (asleep for the update);
+- generation: the hf sampler's bf16 copy 2P and its KV cache for this worker's rows (kept through the update
+  unless inference.free_sampler); vllm/sglang take gpu_memory_utilization of the GPU while awake (asleep for the
+  update);
 - update: the bf16 weights gathered for compute (the whole model on one GPU, one layer at a time otherwise), fp32
   gradients 4T/W, and the activations of one micro-batch of max_tokens_per_gpu tokens.
 Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to the peaks
@@ -26,6 +27,7 @@ ACTIVATION_BYTES = {"vocab": 10, "hidden": 23, "intermediate": 1}
 PROMPT_TOKENS = 64  # prompts are not known before loading; the default task's and the benchmarks' are shorter
 USABLE = 0.95  # of a GPU's memory: CUDA's context and the allocator's fragmentation take the rest
 ADVICE = ("lower training.actor.max_tokens_per_gpu, set training.actor.gradient_checkpointing=true, "
+          "inference.free_sampler=true, "
           "training.actor.param_offload=true or optimizer_offload=true, train adapters only "
           "(training.actor.lora.rank=16), use more GPUs, or (vllm/sglang) lower inference.gpu_memory_utilization")
 
@@ -61,7 +63,8 @@ def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
         + ACTIVATION_BYTES["intermediate"] * hf_config.intermediate_size))
     if actor.gradient_checkpointing:  # a layer's activations are recomputed: only its input is kept
         per_token = ACTIVATION_BYTES["vocab"] * hf_config.vocab_size + layers * 2 * hf_config.hidden_size
-    kept_sampler = engine if cfg.inference.engine == "hf" else 0  # the sampler's copy and cache stay allocated
+    # the hf sampler's copy and cache stay allocated through the update, unless free_sampler
+    kept_sampler = engine if cfg.inference.engine == "hf" and not cfg.inference.free_sampler else 0
     rows = math.ceil(cfg.batch_size * cfg.n_generations / workers)
     tokens = min(actor.max_tokens_per_gpu, rows * (PROMPT_TOKENS + cfg.inference.max_response_length))  # a micro-batch
     update = 4 * params / workers + gathered + 4 * trained / workers + per_token * tokens

@@ -81,6 +81,15 @@ class KitWorker(ActorRolloutRefWorker):
         rollout["rollout_log_probs"], rollout["rollout_entropy"] = log_probs, entropy
         return rollout.cpu()
 
+    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    def update_actor(self, data: TensorDict) -> TensorDict:
+        """verl's update; with inference.free_sampler the sampler's copy and KV cache leave the GPU first."""
+        if tu.get_non_tensor_data(data=data, key="free_sampler", default=False) and self.sampler is not None:
+            self.sampler = self.sampler_policy = None
+            if get_device_name() == "cuda":
+                torch.cuda.empty_cache()
+        return super().update_actor(data)
+
     def _sampler(self, cuda_graphs: bool, compiled: bool) -> Sampler:
         """The hf engine's sampler (kit/sampler.py), built at the first rollout: the actor's model, unsharded, in
         the dtype the actor computes in."""

@@ -27,7 +27,7 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     umask = os.umask(0)  # the most open umask: checkpoints must stay private and the export unwritable by others
     try:
         result = run_kit(*TINY, "num_cpu_workers=2", "steps_per_epoch=2", "val_every=1", "training.actor.use_kl_loss=true",
-                         f"output_dir={out}")
+                         "inference.free_sampler=true", f"output_dir={out}")
     finally:
         os.umask(umask)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -47,6 +47,8 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [row for row in rows if "train/reward_mean" in row]
     assert [row["step"] for row in train] == [1, 2]
+    # the sampler freed before each update and rebuilt with the new weights: it still samples the trainer's policy
+    assert train[1]["rollout_corr/log_ppl_abs_diff"] < 1e-5
     for key in ("train/accuracy", "train/entropy", "actor/grad_norm", "actor/kl_loss", "response_length/mean",
                 "timing/generation", "timing/reward", "timing/log_prob", "timing/update"):
         assert key in train[0], key

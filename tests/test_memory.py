@@ -45,6 +45,7 @@ def test_what_each_key_saves():
     assert estimate(config("training.actor.gradient_checkpointing=true"), hf_config, H200)["update"] < full["update"]
     assert estimate(config("training.actor.optimizer_offload=true"), hf_config, H200)["generation"] < full["generation"]
     assert estimate(config(gpus=4), hf_config, H200)["update"] < full["update"]
+    assert estimate(config("inference.free_sampler=true"), hf_config, H200)["update"] < full["update"]
 
 
 def test_a_config_that_cannot_fit_stops_with_the_keys_to_change():
