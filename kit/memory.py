@@ -9,8 +9,10 @@ A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters
 - update: the bf16 weights gathered for compute (the whole model on one GPU, one layer at a time otherwise), fp32
   gradients 4T/W, and the activations of one micro-batch of max_tokens_per_gpu tokens.
 Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to the peaks
-measured on an H200 (README, Measured: 9.2 GB on the default task, 21.8 GB on the SmolLM2 shape, 51.4 / 85.8 GB on
-the Qwen2.5-0.5B shape at 16,384 / 32,768 tokens). An estimate, not a bound: the stop leaves a margin.
+measured on an H200 (README, Measured: 21.8 GB on the SmolLM2 shape, 51.4 / 85.8 GB on the Qwen2.5-0.5B shape at
+16,384 / 32,768 tokens; the default task's 9.2 GB it puts at 12.1, its prompts being shorter than PROMPT_TOKENS).
+Adapters are counted on every linear layer (peft's all-linear) whatever target_modules names. An estimate, not a
+bound: the stop leaves a margin.
 """
 
 import math
@@ -52,8 +54,9 @@ def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
     weights = 0 if actor.param_offload else 4 * params / workers
     moments = 8 * trained / workers
     resident = weights + (0 if actor.optimizer_offload else moments)
+    rows = math.ceil(cfg.batch_size * cfg.n_generations / workers)  # this worker's
     if cfg.inference.engine == "hf":
-        engine = 2 * params + kv_cache_bytes(cfg, hf_config)
+        engine = 2 * params + kv_cache_bytes(cfg, hf_config, rows)
     else:
         engine = cfg.inference.gpu_memory_utilization * gpu_bytes
     layers = hf_config.num_hidden_layers
@@ -65,7 +68,6 @@ def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
         per_token = ACTIVATION_BYTES["vocab"] * hf_config.vocab_size + layers * 2 * hf_config.hidden_size
     # the hf sampler's copy and cache stay allocated through the update, unless free_sampler
     kept_sampler = engine if cfg.inference.engine == "hf" and not cfg.inference.free_sampler else 0
-    rows = math.ceil(cfg.batch_size * cfg.n_generations / workers)
     tokens = min(actor.max_tokens_per_gpu, rows * (PROMPT_TOKENS + cfg.inference.max_response_length))  # a micro-batch
     update = 4 * params / workers + gathered + 4 * trained / workers + per_token * tokens
     return {"generation": (resident + engine) / GB,
@@ -73,10 +75,9 @@ def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
             "optimizer step": (4 * params / workers + moments + 4 * trained / workers + kept_sampler) / GB}
 
 
-def kv_cache_bytes(cfg, hf_config) -> int:
-    """The hf sampler's KV cache for this worker's rows: bf16 keys and values of every layer, for prompts rounded up
+def kv_cache_bytes(cfg, hf_config, rows: int) -> int:
+    """The hf sampler's KV cache for a worker's rows: bf16 keys and values of every layer, for prompts rounded up
     to 64 tokens plus the response limit (its bucketing, with prompts taken as PROMPT_TOKENS long)."""
-    rows = math.ceil(cfg.batch_size * cfg.n_generations / cfg.num_workers)
     heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
     head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
     length = PROMPT_TOKENS + cfg.inference.max_response_length
