@@ -119,6 +119,7 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
         problems = run.task.draw(cfg.batch_size)  # B prompts, or B start states of the environment
         batch = rollout(run, problems, n, seed=cfg.seed + step)  # B*n rows
         batch.non_tensor_batch["uid"] = np.repeat([f"{step}-{i}" for i in range(cfg.batch_size)], n)  # groups
+        metrics.update(inference.engine_timings(run.engine))  # vllm/sglang: weight sync and sleep, apart
 
     with log.timer("reward"):
         scores, accuracy = score(run, batch, problems, n)

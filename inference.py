@@ -70,6 +70,12 @@ def serving(engine):
     return engine.awake() if isinstance(engine, ServerEngine) else nullcontext()
 
 
+def engine_timings(engine) -> dict:
+    """vllm/sglang: seconds the last rollout spent copying weights in and waking the servers, and putting them
+    back to sleep (both inside timing/generation)."""
+    return {f"timing/{part}": seconds for part, seconds in engine.seconds.items()} if isinstance(engine, ServerEngine) else {}
+
+
 def load_tools(cfg, tokenizer) -> ToolBox | None:
     """The tools of tools.yaml, in multi-turn mode (None otherwise)."""
     if not cfg.inference.multi_turn:

@@ -10,6 +10,8 @@ A/B switches for the benchmark only: PROFILE_EAGER_LOGPROBS=1 runs kit/token_log
 before it was compiled); PROFILE_ADAM=fused|foreach builds verl's AdamW with that implementation;
 PROFILE_COMPILE_LAYERS=1 puts each decoder layer's forward through torch.compile (dynamic shapes);
 PROFILE_FSDP_UNITS=layers wraps each decoder layer as its own FSDP unit (verl's default) on one worker too.
+PROFILE_PYTHON=1 profiles the third update with cProfile instead (update_python_rank<R>.txt: Python functions by
+own and by cumulative time).
   python bench/profile_update.py /tmp/prof env=bench/throughput_task.py model_path=/tmp/models/qwen2.5-0.5b \\
       batch_size=64 inference.max_response_length=1024 steps_per_epoch=3 save_every=0 val_every=0 resume=off
 """
@@ -39,6 +41,8 @@ def profile_third_update():
         if len(calls) != PROFILED_CALL or self.engine_config.forward_only:
             return update(self, data)
         on_gpu = torch.cuda.is_available()
+        if os.environ.get("PROFILE_PYTHON") == "1":
+            return python_profiled(update, self, data, on_gpu)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
         start = time.perf_counter()
         with profile(activities=activities) as prof:
@@ -87,6 +91,30 @@ def apply_switches():
             return build(parameters, dataclasses.replace(config, override_optimizer_config=overrides))
 
         optimizer.build_optimizer = build_with
+
+
+def python_profiled(update, worker, data, on_gpu: bool):
+    """PROFILE_PYTHON=1: the update under cProfile instead (host time by Python function, what torch.profiler
+    lumps into each micro-batch's self time); writes update_python_rank<R>.txt."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    output = update(worker, data)
+    if on_gpu:
+        torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(60)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    (Path(os.environ["PROFILE_OUT"]) / f"update_python_rank{rank}.txt").write_text(text.getvalue())
+    return output
 
 
 def write_report(prof, wall: float, on_gpu: bool):

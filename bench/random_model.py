@@ -5,6 +5,8 @@ tokenizer, for throughput benchmarks where what the model says does not matter (
                                                      # kit's embedded:smollm2 folder), weights reinitialised
   python bench/random_model.py qwen2.5-0.5b OUTDIR   # Qwen2.5-0.5B-Instruct's architecture (Qwen2Config with its
                                                      # exact values) with SmolLM2's tokenizer and chat template
+  python bench/random_model.py qwen2.5-7b OUTDIR     # Qwen2.5-7B-Instruct's likewise (7.6B parameters; made on the
+                                                     # GPU when there is one, so its weights differ from a CPU-made one's)
 
 The qwen shape borrows SmolLM2's tokenizer (the real one needs a download): its 49,152 ids all fit in
 Qwen's 151,936-row vocabulary, so prompts embed the same; a random model also samples ids above 49,151,
@@ -28,6 +30,11 @@ QWEN25_05B = {  # Qwen2.5-0.5B-Instruct's config.json
     "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "hidden_act": "silu", "use_sliding_window": False,
 }
 
+QWEN25_7B = {  # Qwen2.5-7B-Instruct's config.json
+    **QWEN25_05B, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+    "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False,
+}
+
 
 def main(shape: str, out: Path):
     # SMOLLM2_DIR: a folder with only SmolLM2's config and tokenizer will do (bench/gpu_setup.sh)
@@ -35,14 +42,16 @@ def main(shape: str, out: Path):
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
     if shape == "smollm2-135m":
         config = AutoConfig.from_pretrained(smollm2)
-    elif shape == "qwen2.5-0.5b":
+    elif shape in ("qwen2.5-0.5b", "qwen2.5-7b"):
         ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
                (("bos_token_id", "<|im_start|>"), ("eos_token_id", "<|im_end|>"), ("pad_token_id", "<|im_end|>"))}
-        config = Qwen2Config(**QWEN25_05B, **ids)
+        config = Qwen2Config(**(QWEN25_7B if shape == "qwen2.5-7b" else QWEN25_05B), **ids)
     else:
-        sys.exit(f"unknown shape {shape!r}: smollm2-135m or qwen2.5-0.5b")
+        sys.exit(f"unknown shape {shape!r}: smollm2-135m, qwen2.5-0.5b or qwen2.5-7b")
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    on_gpu = shape == "qwen2.5-7b" and torch.cuda.is_available()  # 7B's random init takes minutes on a CPU
+    with torch.device("cuda" if on_gpu else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     shutil.copy(smollm2 / "generation_config.json", out)  # eos = pad = <|im_end|>, as the kit sets for SmolLM2

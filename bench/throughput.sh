@@ -14,7 +14,10 @@
 #   verl-*             verl 0.9.1's own trainer (bench/verl_trainer.sh: python -m verl.trainer.main_ppo, vllm rollout,
 #                      /tmp/site-vllm first) on the kit throughput run's task and settings; -v0: its legacy trainer
 #   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
-#   *qwen*             the random Qwen2.5-0.5B shape, else the random SmolLM2-135M one (bench/random_model.py)
+#   prof-*             the kit run of the same name (prof-default: kit-default) through bench/profile_update.py, 4 steps:
+#                      the third update profiled (torch.profiler; with *pyprof* cProfile), into its result folder
+#   *qwen*             the random Qwen2.5-0.5B shape (*7b*: Qwen2.5-7B's), else the random SmolLM2-135M one
+#                      (bench/random_model.py)
 #   a number           new tokens per response (default $LEN or 256), e.g. kit-qwen-1024
 #   Ngpu, vllm         kit only: num_gpus=N (2gpu, 8gpu; else 1, learn runs too), inference.engine=vllm (/tmp/site-vllm first)
 #   sglang, tpN        kit only: inference.engine=sglang (/tmp/site-sgl first, bench/sglang_bundle/) with $SGL_KWARGS
@@ -22,6 +25,10 @@
 #                      inference.tensor_parallel_size=N
 #   lora               kit only: training.actor.lora.rank=16, alpha 32, lr 1e-4 (10x the full fine-tuning default)
 #   tokN               kit only: training.actor.max_tokens_per_gpu=N (tokens per micro-batch)
+#   bN, sN             kit only: batch_size=N prompts a step (where memory forces fewer rows); steps_per_epoch=N
+#   offload, ckpt      kit only: training.actor.param_offload and optimizer_offload; gradient_checkpointing
+#   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
+#   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
 #   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
@@ -38,14 +45,16 @@ root=/tmp/runs/bench; models=${MODELS:-/tmp/models}; mkdir -p $root
 
 one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, and its exit code in status
   local name=${1%@*} gpus= shape=smollm2-135m len=${LEN:-256} ngpu=1 cmd
+  local as=$name; [[ $name == prof-* ]] && as=kit-${name#prof-}  # a profile runs the kit run of that name
   [[ $1 == *@* ]] && gpus=${1#*@} && export CUDA_VISIBLE_DEVICES=$gpus
   local dir=$root/$name; mkdir -p $dir
-  local tokens= fused=; for part in ${name//-/ }; do
+  local tokens= fused= prompts= steps=; for part in ${name//-/ }; do
+    [[ $part =~ ^b([0-9]+)$ ]] && prompts=${BASH_REMATCH[1]}; [[ $part =~ ^s([0-9]+)$ ]] && steps=${BASH_REMATCH[1]}
     [[ $part =~ ^[0-9]+$ ]] && len=$part; [[ $part =~ ^tok([0-9]+)$ ]] && tokens=${BASH_REMATCH[1]}
     [[ $part =~ ^fused(torch)$ ]] && fused=${BASH_REMATCH[1]}
     [[ $part =~ ^([0-9]+)gpu$ ]] && ngpu=${BASH_REMATCH[1]}; done
-  [[ $name == *qwen* ]] && shape=qwen2.5-0.5b
-  case $name in
+  [[ $name == *qwen* ]] && shape=qwen2.5-0.5b; [[ $name == *qwen*7b* ]] && shape=qwen2.5-7b
+  case $as in
     kit-default*) cmd="python algorithm.py steps_per_epoch=${STEPS:-20} save_every=10 val_every=0 output_dir=$dir
                        num_gpus=$ngpu" ;;
     kit-example_*) example=${name#kit-example_}
@@ -64,7 +73,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
            [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # as in the earlier TRL comparisons
     *) echo "$name: unknown run (kit-*, trl-*, gen-* or verl-*)" >> $root/status; return ;;
   esac
-  if [[ $name == kit-* ]]; then  # the name's engine, micro-batch tokens and fused kernels, then $EXTRA, which overrides them
+  if [[ $as == kit-* ]]; then  # the name's engine, micro-batch tokens and fused kernels, then $EXTRA, which overrides them
     [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
     [[ $name == *sglang* ]] && cmd+=" inference.engine=sglang ${SGL_KWARGS:-inference.engine_kwargs.attention_backend=fa3
       inference.engine_kwargs.sampling_backend=pytorch}" && export PYTHONPATH=/tmp/site-sgl:$PYTHONPATH
@@ -72,6 +81,16 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     [[ $name == *lora* ]] && cmd+=" training.actor.lora.rank=16 training.actor.lora.alpha=32 training.actor.lr=1e-4"
     [[ -n $tokens ]] && cmd+=" training.actor.max_tokens_per_gpu=$tokens"
     [[ -n $fused ]] && cmd+=" training.actor.fused_kernels=$fused"
+    [[ -n $prompts ]] && cmd+=" batch_size=$prompts"
+    [[ $name == *-offload* ]] && cmd+=" training.actor.param_offload=true training.actor.optimizer_offload=true"
+    [[ $name == *-ckpt* ]] && cmd+=" training.actor.gradient_checkpointing=true"
+    [[ $name == *-nocache* ]] && cmd+=" inference.free_cache_engine=false"
+    [[ $name == *-free* ]] && cmd+=" inference.free_sampler=true"
+    [[ -n $steps ]] && cmd+=" steps_per_epoch=$steps"
+    if [[ $name == prof-* ]]; then
+      cmd="${cmd/python algorithm.py/python bench/profile_update.py $dir} steps_per_epoch=4"
+      [[ $name == *pyprof* ]] && export PROFILE_PYTHON=1
+    fi
     [[ $name == *compile* ]] && cmd+=" inference.compile=true"
     cmd+=" $EXTRA"
   fi
@@ -108,7 +127,8 @@ print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
 if [ "$1" = --background ]; then  # the runs themselves, started by the first call below
   shift
 
-  for shape in smollm2-135m qwen2.5-0.5b; do
+  shapes="smollm2-135m qwen2.5-0.5b"; [[ $* == *7b* ]] && shapes+=" qwen2.5-7b"
+  for shape in $shapes; do
     [ -f $models/$shape/config.json ] || { python bench/random_model.py $shape $models/.$shape && mv $models/.$shape $models/$shape; }
   done
   [[ $* == *verl-* ]] && bash bench/verl_trainer.sh prepare  # its TransferQueue, now: a later call may not carry .gpu
@@ -129,7 +149,7 @@ cat $root/status; cp $root/status $OUT/; tail -c 1000 $root/driver.log > $OUT/dr
 shopt -s nullglob
 for dir in $root/*/; do
   name=$(basename $dir); mkdir -p $OUT/$name
-  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
+  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $dir/update_*.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
   echo "== $name: $(grep -c -E '"train/|"timing_s/step"' $dir/metrics.jsonl 2> /dev/null) kit (or verl) steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
   tail -c 400 $dir/run.log; echo
 done

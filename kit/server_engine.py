@@ -8,6 +8,7 @@ them over through TokenAgentLoop, so every engine sees exactly the same prompts,
 returns what the hf engine's does: the rest of the loop cannot tell the engines apart.
 """
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,16 +44,22 @@ class ServerEngine:
         self.weights.sleep_replicas()  # the servers start on dummy weights: they wake with the actor's
         self.world_size = rollout.agent.num_workers  # requests are split evenly over the agent-loop workers
         self.version = 0
+        self.seconds = {}  # of the last rollout: weight_sync (waking the servers with the new weights), sleep
+
 
     @contextmanager
     def awake(self):
         """Copy the actor's current weights into the servers and wake them; put them to sleep afterwards."""
         self.version += 1
+        start = time.perf_counter()
         self.weights.update_weights(self.version)
+        self.seconds["weight_sync"] = time.perf_counter() - start
         try:
             yield
         finally:
+            start = time.perf_counter()
             self.weights.sleep_replicas()
+            self.seconds["sleep"] = time.perf_counter() - start
 
     def generate(self, request: TensorDict) -> TensorDict:
         """Left-padded prompts (B, P) and sampling settings in; verl's rollout layout out, as from the hf engine."""

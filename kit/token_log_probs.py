@@ -7,9 +7,11 @@ autograd nodes per micro-batch. On an H200 a 135M model's update of 16 micro-bat
 of this (bench/results/bench/kit-smollm2).
 The forward reads the logits once for each token's log-normaliser and picked logit; the backward recomputes the
 softmax from the logits and writes the gradient, so nothing of vocabulary size is kept beyond the logits
-themselves. On a GPU each pass is one kernel (torch.compile fuses the float32 upcast, exp and sums into it):
-done op by op, the upcasts and temporaries of a 16k-token micro-batch over Qwen2.5's 152k-token vocabulary move
-about 150 GB. On the CPU the same code runs eagerly in chunks of rows, bounding the float32 temporaries.
+themselves. On a GPU, for large micro-batches, each pass is one kernel (torch.compile fuses the float32 upcast,
+exp and sums into it): done op by op, the upcasts and temporaries of a 16k-token micro-batch over Qwen2.5's
+152k-token vocabulary move about 150 GB. Compiling costs seconds once per process, and saves milliseconds a
+micro-batch, so logits under COMPILE_FROM_VALUES values (the default task's 6k tokens x 49k vocabulary) run op
+by op. On the CPU the same code runs eagerly in chunks of rows, bounding the float32 temporaries.
 """
 
 import torch
@@ -17,6 +19,7 @@ from verl.utils import torch_functional
 from verl.workers.engine.fsdp import transformer_impl
 
 CPU_CHUNK_ROWS = 1024  # eager (CPU): tokens per chunk, a (1024, vocabulary) float32 temporary at a time
+COMPILE_FROM_VALUES = 2**29  # GPU: logits of at least this many values (2 GB in float32) go through the compiled passes
 
 
 def log_norm_and_picked(logits, labels):  # (n, V), (n,) -> (n,) float32 each: logsumexp and the label's logit
@@ -25,9 +28,9 @@ def log_norm_and_picked(logits, labels):  # (n, V), (n,) -> (n,) float32 each: l
 
 
 def grad_of_logits(logits, labels, log_norm, grad):  # d log p(label_i) / d logit_ij = [j == label_i] - softmax_ij
-    is_label = torch.arange(logits.shape[-1], device=logits.device) == labels[:, None]  # (n, V)
-    softmax = torch.exp(logits.float() - log_norm[:, None])
-    return ((is_label.float() - softmax) * grad[:, None]).to(logits.dtype)
+    grad_logits = (logits - log_norm[:, None]).exp_().mul_(-grad[:, None])  # (n, V) float32: -softmax * grad, in place
+    grad_logits[torch.arange(len(labels), device=labels.device), labels] += grad  # the label's own term
+    return grad_logits.to(logits.dtype)
 
 
 _fused = {}  # the compiled passes, made on first use on a GPU
@@ -36,6 +39,8 @@ _fused = {}  # the compiled passes, made on first use on a GPU
 def _passes(logits):
     if not logits.is_cuda:
         return log_norm_and_picked, grad_of_logits, CPU_CHUNK_ROWS
+    if logits.numel() < COMPILE_FROM_VALUES:
+        return log_norm_and_picked, grad_of_logits, len(logits)
     if not _fused:
         _fused.update(forward=torch.compile(log_norm_and_picked, dynamic=True),
                       backward=torch.compile(grad_of_logits, dynamic=True))
