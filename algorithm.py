@@ -80,6 +80,7 @@ def main(overrides: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(model_dir, clean_up_tokenization_spaces=False)  # BPE: the decode as sampled
     hf_config = AutoConfig.from_pretrained(model_dir)
     cfg.model_context = hf_config.max_position_embeddings
+    inference.check_tensor_parallel(cfg, hf_config)
     if cfg.num_gpus and (gpu := memory.gpu_bytes()):  # stops here, naming the keys to change, when it cannot fit
         print(memory.check_fits(cfg, hf_config, gpu))
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))

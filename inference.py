@@ -56,6 +56,15 @@ def check_engine(cfg):
                        f"{str(exc).splitlines()[0] if str(exc) else ''}): {INSTALL[engine]}") from None
 
 
+def check_tensor_parallel(cfg, hf_config):
+    """vllm/sglang give each GPU of a replica an equal share of the attention heads."""
+    heads, size = hf_config.num_attention_heads, cfg.inference.tensor_parallel_size
+    if cfg.inference.engine != "hf" and heads % size:
+        fitting = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
+        raise KitError(f"inference.tensor_parallel_size={size} must divide the model's {heads} attention heads: "
+                       f"use one of {fitting} (that divides the GPUs too), or more replicas of fewer GPUs")
+
+
 def start_engine(cfg, verl_cfg, workers):
     """hf samples inside the actor workers themselves; vllm and sglang are verl's inference servers, started on
     the same GPUs (kit/server_engine.py). Either one generates with `generate(engine, ...)` below."""

@@ -36,7 +36,9 @@ def model_of(run: str) -> str:
         return "smollm2-135m (example task)"
     if "learn" in run:
         return "smollm2-135m (trained)"
-    return "qwen2.5-0.5b (random)" if "qwen" in run else "smollm2-135m (random)"
+    if "qwen" in run:
+        return "qwen2.5-7b (random)" if "7b" in run else "qwen2.5-0.5b (random)"
+    return "smollm2-135m (random)"
 
 
 def ratio(num, den):

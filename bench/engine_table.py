@@ -17,6 +17,8 @@ def main(folder: Path):
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         val = [r["val/accuracy"] for r in rows if "val/accuracy" in r]
         steps = [r for r in rows if "train/reward_mean" in r][2:]  # the first steps include compilation and warm-up
+        if not steps:  # a run that failed before its third step
+            continue
         mean = {p: statistics.mean(r[f"timing/{p}"] for r in steps) for p in PHASES}
         rate = statistics.mean(r["train/sampled_tokens"] for r in steps) / mean["generation"]
         gap = statistics.mean(r["rollout_corr/log_ppl_abs_diff"] for r in steps)
@@ -24,7 +26,7 @@ def main(folder: Path):
                            if f"timing/{p}" in steps[0]) or "-"
         print(f"| {path.parent.name} | {sum(mean.values()):.2f} | {mean['generation']:.2f} | {server} | {rate:.0f} | "
               + " | ".join(f"{mean[p]:.2f}" for p in PHASES[1:])
-              + f" | {val[0]:.3f} | {val[-1]:.3f} | {gap:.4f} |")
+              + (f" | {val[0]:.3f} | {val[-1]:.3f}" if val else " | - | -") + f" | {gap:.4f} |")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def one_line_errors(main):
             if isinstance(err, RayTaskError) and out_of_memory(err):
                 from kit.memory import ADVICE
 
-                print(f"\nverl-kit: error: out of GPU memory in a worker's {err.function_name}: {ADVICE}; then run "
-                      "the same command to resume from the last checkpoint", file=sys.stderr)
+                # ray.get raises the error as a subclass of its cause's type, which may lack Ray's function_name
+                where = f"a worker's {name}" if (name := getattr(err, "function_name", None)) else "a worker"
+                print(f"\nverl-kit: error: out of GPU memory in {where}: {ADVICE}; then run the same command to "
+                      "resume from the last checkpoint", file=sys.stderr)
                 sys.exit(2)
             if isinstance(err, RayTaskError):  # an error inside a worker: its traceback is what helps
                 raise

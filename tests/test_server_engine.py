@@ -61,6 +61,16 @@ def test_bad_engine_settings_get_one_line(tiny_model_dir, overrides, message):
         engine_config(tiny_model_dir, *overrides)
 
 
+def test_tensor_parallel_size_must_divide_the_attention_heads(tiny_model_dir):
+    # vLLM refused SmolLM2-135M (9 heads) at tensor_parallel_size=2 deep inside its server (2026-11-30, a GPU run)
+    heads = AutoConfig.from_pretrained(tiny_model_dir).num_attention_heads
+    cfg, _ = engine_config(tiny_model_dir)
+    hf_config = AutoConfig.from_pretrained(tiny_model_dir, num_attention_heads=9)
+    with pytest.raises(KitError, match="tensor_parallel_size=2 must divide the model's 9 attention heads: use one of 1, 3, 9"):
+        inference.check_tensor_parallel(cfg, hf_config)
+    inference.check_tensor_parallel(cfg, AutoConfig.from_pretrained(tiny_model_dir, num_attention_heads=2 * heads))
+
+
 class HFServer:
     """verl's server contract (LLMServerClient.generate -> TokenOutput), answered on the CPU by Hugging Face
     greedy generation: the engine itself needs a GPU, the agent loop and verl's worker around it do not."""
