@@ -112,9 +112,10 @@ class Sampler:
         self.bias_values = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=device)
         self.shapes = {}  # (B, T, R, greedy, top_p < 1) -> Decoding
         self.graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
-        self.decode_step = self._decode_step
-        if compiled:  # per batch shape: a compile for the whole cache, one for every smaller window (see _decoding)
-            self.decode_step = torch.compile(self._decode_step, fullgraph=True)
+        # per batch shape: a compile for the whole cache, one for every smaller window (see _decoding). Of the plain
+        # function, not the bound method: a sampler holding its own method would be freed only by the cycle
+        # collector, and inference.free_sampler needs its memory back at once.
+        self.compiled_step = torch.compile(Sampler._decode_step, fullgraph=True) if compiled else None
 
     @torch.no_grad()
     def load_weights(self, module: torch.nn.Module):
@@ -218,6 +219,9 @@ class Sampler:
         with torch.cuda.graph(graph, pool=self.graph_pool):
             self.decode_step(state)
         return graph
+
+    def decode_step(self, state: Decoding):
+        (self.compiled_step or Sampler._decode_step)(self, state)
 
     def _decode_step(self, state: Decoding):
         """Feed each row's last token, pick the next one. Only tensor operations on the state's buffers (the
