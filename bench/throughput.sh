@@ -4,6 +4,8 @@
 # bench/bench_table.py DIR. A lent-GPU call lasts at most 10 minutes, so the first call starts the runs in the
 # background and every call waits up to WAIT_S seconds, then copies what there is: call again (RUNs are then
 # ignored) to follow them. Other runs afterwards: rm -r /tmp/runs/bench (or only its status file) first.
+# Call again at once: a lent machine with no call in flight is given back after its idle time (30 s), and the
+# background runs die with it (lease 5 lost two queues that way while their results were being read).
 #
 # Use: source bench/gpu_setup.sh; bash bench/throughput.sh WAIT_S RUN...
 #   bash bench/throughput.sh 540 kit-smollm2 trl-smollm2 kit-qwen-1024 trl-qwen-1024 kit-learn@0+trl-learn@1
