@@ -10,7 +10,6 @@ A/B switches for the benchmark only: PROFILE_EAGER_LOGPROBS=1 runs kit/token_log
 before it was compiled); PROFILE_ADAM=fused|foreach builds verl's AdamW with that implementation;
 PROFILE_COMPILE_LAYERS=1 puts each decoder layer's forward through torch.compile (dynamic shapes);
 PROFILE_FSDP_UNITS=layers wraps each decoder layer as its own FSDP unit (verl's default) on one worker too.
-PROFILE_VERL_MICRO_BATCHES=1 leaves verl's micro-batch planning in place (kit/micro_batches not installed).
 PROFILE_PYTHON=1 profiles the third update with cProfile instead (update_python_rank<R>.txt: Python functions by
 own and by cumulative time).
   python bench/profile_update.py /tmp/prof env=bench/throughput_task.py model_path=/tmp/models/qwen2.5-0.5b \\
@@ -83,10 +82,6 @@ def apply_switches():
 
         apply_fsdp2 = transformer_impl.apply_fsdp2
         transformer_impl.apply_fsdp2 = lambda model, kwargs, config: apply_fsdp2(model, kwargs, {"wrap_policy": {}})
-    if os.environ.get("PROFILE_VERL_MICRO_BATCHES") == "1":  # verl's own micro-batch planning (no kit/micro_batches)
-        from kit import micro_batches
-
-        micro_batches.install = lambda: None
     implementation = os.environ.get("PROFILE_ADAM")
     if implementation:
         build = optimizer.build_optimizer

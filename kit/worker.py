@@ -22,7 +22,7 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, lora, micro_batches, on_policy, padding, token_log_probs
+from kit import causal_padding, cpu_platform, lora, on_policy, padding, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
@@ -34,7 +34,6 @@ def _prepare_process():
     token_log_probs.install()
     causal_padding.install()
     padding.install()
-    micro_batches.install()
     if get_device_name() == "cpu":
         cpu_platform.init_process_group()
         cpu_platform.register_fsdp_engines()

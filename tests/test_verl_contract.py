@@ -191,38 +191,6 @@ def test_vectorised_no_padding_2_padding_equals_verls_loop():
     assert_install_replaces(losses, "no_padding_2_padding", kit_padding)
 
 
-def test_one_micro_batch_is_the_batch_itself_with_verls_rows():
-    # kit/micro_batches skips verl's balancing when one worker's rows fit one micro-batch: the same rows (verl's
-    # come reordered, with the order to restore them), and verl's own plan whenever they do not fit.
-    import torch
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.engine import utils as engine_utils
-    from verl.workers.utils.padding import left_right_2_no_padding
-
-    from kit import micro_batches
-    from kit.batching import rollout_layout
-
-    assert "micro_batches, batch_idx_list = rearrange_micro_batches(" in inspect.getsource(engine_utils.prepare_micro_batches)
-    prompts = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10], [0, 0, 0, 3]])  # left-padded (B, P)
-    responses = torch.tensor([[11, 12, 2, 0], [13, 14, 15, 16], [17, 0, 0, 0]])  # right-padded (B, R)
-    data = left_right_2_no_padding(rollout_layout(prompts, (prompts != 0).long(), responses, (responses != 0).long()))
-    tu.assign_non_tensor(data, temperature=1.0)
-    tokens = int(data["input_ids"].offsets().diff().sum())  # 15
-    (verls,), (order,) = micro_batches._verl_rearrange(data, max_token_len=tokens)
-    (kits,), (identity,) = micro_batches.rearrange_micro_batches(data, max_token_len=tokens)
-    assert identity == [0, 1, 2] and sorted(order) == identity
-    for key in ("input_ids", "position_ids", "prompts", "responses"):
-        for row, original in enumerate(order):
-            assert torch.equal(verls[key][row], kits[key][original]), key
-    assert tu.get_non_tensor_data(kits, "temperature", None) == 1.0
-    kits["added"] = torch.zeros(3)  # what the engine adds to its micro-batch stays off the batch
-    assert "added" not in data.keys()
-    split, _ = micro_batches.rearrange_micro_batches(data, max_token_len=tokens - 1)
-    assert [len(part) for part in split] == [len(part) for part in micro_batches._verl_rearrange(data, tokens - 1)[0]]
-    assert len(split) == 2
-    assert_install_replaces(engine_utils, "rearrange_micro_batches", micro_batches)
-
-
 def test_resource_pool_takes_the_placement_groups_the_kit_pins_to_nodes():
     # kit/cluster.resource_pool sets RayResourcePool.pgs to groups pinned node by node, with verl's own bundle
     from verl.single_controller.ray import RayResourcePool
