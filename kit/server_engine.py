@@ -46,7 +46,6 @@ class ServerEngine:
         self.version = 0
         self.seconds = {}  # of the last rollout: weight_sync (waking the servers with the new weights), sleep
 
-
     @contextmanager
     def awake(self):
         """Copy the actor's current weights into the servers and wake them; put them to sleep afterwards."""

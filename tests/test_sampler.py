@@ -168,7 +168,8 @@ def test_a_compiled_decode_step_samples_the_current_weights_exactly(model_and_sa
 def test_a_dropped_sampler_is_freed_at_once(model_and_sampler, tiny_tokenizer):
     # inference.free_sampler drops the sampler before each update and needs its memory back then, not whenever the
     # cycle collector runs. (A 7B run of 2026-11-30 with free_sampler ran out of memory in its first update with
-    # 133 GB in use, about its need with the sampler's 47 GB still held: the sampler held its own bound method.)
+    # 133 GB in use, about its need with the sampler's 47 GB still held: likely so, as the sampler held its own
+    # bound method.)
     import gc
     import weakref
 
