@@ -108,7 +108,8 @@ def generate(engine, tokenizer, prompts: list, cfg, n: int, seed: int, greedy: b
         episodes = [new_episode(tokenizer, prompt, tools=tools.schemas if tools else None)
                     for prompt in prompts for _ in range(n)]
         return converse(engine, tokenizer, episodes, cfg, seed, greedy, respond=partial(tool_reply, tools), keys=TOOL_KEYS)
-    prompt_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts for _ in range(n)]
+    encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts]  # once each: the n rows of a prompt share it
+    prompt_ids = [ids for ids in encoded for _ in range(n)]
     check_prompt_length(prompt_ids, cfg)
     return DataProto.from_tensordict(generate_turn(engine, tokenizer, prompt_ids, cfg, seed, greedy,
                                                    max_new_tokens=cfg.inference.max_response_length))

@@ -2,7 +2,7 @@
 
 Runs algorithm.main(overrides) (algorithm.py's keys) with Ray started here, so every worker process runs a setup
 hook first. The hook wraps verl's TrainingWorker.train_mini_batch (the actor update) in torch.profiler for its
-third call (step 3; steps 1-2 warm up), and writes OUT_DIR/update_profile_rank<R>.txt: the wall time of each
+third call (step 3; steps 1-2 warm up; PROFILE_CALL=N: the Nth), and writes OUT_DIR/update_profile_rank<R>.txt: the wall time of each
 micro-batch (verl names them micro_batch<i>), then the operators with the most device time (CUDA, or CPU on a
 machine without a GPU) and with the most host time; with PROFILE_TRACE=1 also update_trace_rank<R>.json.gz (chrome
 trace). bench/profile_gpu.py times the model outside FSDP; this is the kit's own path, FSDP engine and loss included.
@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILED_CALL = 3
+PROFILED_CALL = int(os.environ.get("PROFILE_CALL", "3"))  # PROFILE_CALL=1: the first update, warm-up and all
 
 
 def profile_third_update():
-    """Worker setup hook: profile the third actor update of this process."""
+    """Worker setup hook: profile the third actor update of this process (PROFILE_CALL: another)."""
     import time
 
     import torch
