@@ -3,7 +3,7 @@
 import functools
 import sys
 
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import OutOfMemoryError as OutOfHostMemory, RayActorError, RayTaskError
 
 
 class KitError(Exception):
@@ -20,6 +20,12 @@ def one_line_errors(main):
         except KitError as err:
             # On a line of its own: a progress bar may be mid-line on stderr.
             print(f"\nverl-kit: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except OutOfHostMemory:  # Ray stopped workers as a machine's CPU memory ran low (its dump runs to pages)
+            from kit.memory import HOST_ADVICE
+
+            print(f"\nverl-kit: error: a machine ran out of CPU memory and Ray stopped a worker: {HOST_ADVICE}, or "
+                  "train a smaller model; then run the same command to resume from the last checkpoint", file=sys.stderr)
             sys.exit(2)
         except (RayActorError, RayTaskError) as err:  # a worker killed, out of memory, crashed, or its node lost
             from kit.cluster import dead_worker_node, where_worker_died  # here: kit.cluster imports this module

@@ -13,11 +13,15 @@ measured on an H200 (README, Measured: 21.8 GB on the SmolLM2 shape, 51.4 / 85.8
 16,384 / 32,768 tokens; the default task's 9.2 GB it puts at 12.1, its prompts being shorter than PROMPT_TOKENS).
 Adapters are counted on every linear layer (peft's all-linear) whatever target_modules names. An estimate, not a
 bound: the stop leaves a margin.
+
+The offload keys move memory to the CPU side: each worker's shard of the fp32 weights and of AdamW's moments, on
+every worker of a node. That is checked against the machine's memory too (Ray stops workers at 95% of it).
 """
 
 import math
 import subprocess
 
+import psutil
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -32,6 +36,9 @@ ADVICE = ("lower training.actor.max_tokens_per_gpu, set training.actor.gradient_
           "inference.free_sampler=true, "
           "training.actor.param_offload=true or optimizer_offload=true, train adapters only "
           "(training.actor.lora.rank=16), use more GPUs, or (vllm/sglang) lower inference.gpu_memory_utilization")
+HOST_USABLE = 0.85  # of a machine's memory for offloaded state: Ray stops workers at 0.95; the processes need some
+HOST_ADVICE = ("training.actor.param_offload and optimizer_offload keep the weights and AdamW's moments in CPU memory: "
+               "turn one off, train adapters only (training.actor.lora.rank=16), or spread the workers over more machines")
 
 
 def parameter_counts(hf_config, lora_rank: int) -> tuple[int, int]:
@@ -75,6 +82,15 @@ def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
             "optimizer step": (4 * params / workers + moments + 4 * trained / workers + kept_sampler) / GB}
 
 
+def offloaded_bytes_per_node(cfg, hf_config) -> int:
+    """CPU memory the offload keys fill on the node with the most workers: each worker's shard of the fp32 weights
+    (param_offload) and of AdamW's two fp32 moments (optimizer_offload)."""
+    actor = cfg.training.actor
+    params, trained = parameter_counts(hf_config, actor.lora.rank)
+    per_worker = (4 * params if actor.param_offload else 0) + (8 * trained if actor.optimizer_offload else 0)
+    return per_worker // cfg.num_workers * max(cfg.worker_layout)
+
+
 def kv_cache_bytes(cfg, hf_config, rows: int) -> int:
     """The hf sampler's KV cache for a worker's rows: bf16 keys and values of every layer, for prompts rounded up
     to 64 tokens plus the response limit (its bucketing, with prompts taken as PROMPT_TOKENS long)."""
@@ -84,8 +100,13 @@ def kv_cache_bytes(cfg, hf_config, rows: int) -> int:
     return rows * length * hf_config.num_hidden_layers * 2 * heads * head_dim * 2
 
 
-def check_fits(cfg, hf_config, gpu_bytes: int) -> str:
-    """One line with the estimate; a KitError naming the keys to change when a phase cannot fit on the GPU."""
+def check_fits(cfg, hf_config, gpu_bytes: int, host_bytes: int | None = None) -> str:
+    """One line with the estimate; a KitError naming the keys to change when a phase cannot fit on the GPU, or the
+    offloaded state in this machine's memory (host_bytes; None: read it)."""
+    offloaded, host = offloaded_bytes_per_node(cfg, hf_config), host_bytes or psutil.virtual_memory().total
+    if offloaded > HOST_USABLE * host:
+        raise KitError(f"this config offloads about {offloaded / GB:.0f} GB to CPU memory on a machine (estimated before "
+                       f"loading), more than {HOST_USABLE:.0%} of this one's {host / GB:.0f} GB: {HOST_ADVICE}")
     phases = estimate(cfg, hf_config, gpu_bytes)
     phase, need = max(phases.items(), key=lambda item: item[1])
     have = gpu_bytes / GB

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import kit_config
-from ray.exceptions import RayTaskError
+from ray.exceptions import OutOfMemoryError as OutOfHostMemory, RayTaskError
 from transformers import AutoConfig, Qwen2Config
 
 from kit.config import resolve_hardware
@@ -68,3 +68,30 @@ def test_out_of_memory_in_a_worker_is_one_line(capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "out of GPU memory" in err and "max_tokens_per_gpu" in err
+
+
+def test_offloaded_state_that_cannot_fit_the_machines_memory_stops_with_the_keys_to_change():
+    """7B with param and optimizer offload on one H200 machine: 91 GB of fp32 weights and AdamW moments in CPU memory,
+    within the 135 GB of the lent machine; on a 64 GB one it stops before loading."""
+    hf_config = Qwen2Config(**QWEN_SHAPES["7b"])
+    offload = config("training.actor.param_offload=true", "training.actor.optimizer_offload=true",
+                     "training.actor.gradient_checkpointing=true", "inference.free_sampler=true")
+    assert check_fits(offload, hf_config, gpu_bytes=H200, host_bytes=135e9).startswith("memory estimate")
+    with pytest.raises(KitError, match=r"offloads about 91 GB to CPU memory .* of this one's 64 GB: "
+                                       r"training.actor.param_offload and optimizer_offload .*lora.rank"):
+        check_fits(offload, hf_config, gpu_bytes=H200, host_bytes=64e9)
+    # nothing offloaded: the machine's memory is not the limit
+    assert check_fits(config("training.actor.lora.rank=16"), hf_config, gpu_bytes=H200, host_bytes=16e9)
+
+
+def test_a_machine_out_of_cpu_memory_is_one_line(capsys):
+    @one_line_errors
+    def run():  # what ray.get raised when Ray stopped the workers of a 7B run with both offloads (2026-12-03)
+        raise OutOfHostMemory("2 worker(s) were killed due to the node running low on memory. Memory on the node "
+                              "(IP: 192.0.2.2) was 120.92GB used / 125.85GB limit (0.960854)\n" + "Object store ...\n" * 40)
+
+    with pytest.raises(SystemExit) as stop:
+        run()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "out of CPU memory" in err and "optimizer_offload" in err
