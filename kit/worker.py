@@ -22,7 +22,7 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, lora, on_policy, padding, token_log_probs
+from kit import causal_padding, cpu_platform, lora, on_policy, padding, single_rank, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
@@ -34,6 +34,7 @@ def _prepare_process():
     token_log_probs.install()
     causal_padding.install()
     padding.install()
+    single_rank.install()
     if get_device_name() == "cpu":
         cpu_platform.init_process_group()
         cpu_platform.register_fsdp_engines()
@@ -56,6 +57,7 @@ class KitWorker(ActorRolloutRefWorker):
         super().init_model()
         # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/on_policy.py)
         self.set_loss_fn(partial(on_policy.ppo_loss, config=self.loss_fn.keywords["config"]))
+        single_rank.step_local_tensors(self.actor.engine)
         free_gradients_after_each_step(self.actor.engine)
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
@@ -136,6 +138,7 @@ class CriticWorker(TrainingWorker):
         _prepare_process()
         verl_model.load_valuehead_model = load_value_model
         super().__init__(config)
+        single_rank.step_local_tensors(self.engine)
         free_gradients_after_each_step(self.engine)
 
 

@@ -4,6 +4,8 @@ with a clear name rather than somewhere inside a Ray worker."""
 import inspect
 from importlib.metadata import version
 
+import pytest
+
 import verl
 from torch.distributed.fsdp import FSDPModule
 from verl.trainer.ppo import core_algos
@@ -292,3 +294,59 @@ def test_an_update_zeroes_gradients_first_and_steps_last_so_they_can_be_freed_af
     assert engine.calls == ["zero_grad", "forward_backward", "step"] and outputs["metrics"]["grad_norm"] == 1.0
     assert not torch.equal(engine.model.weight, before)
     assert all(p.grad is None for p in engine.model.parameters())
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(tiny_model_dir, tmp_path, fused):
+    """kit/single_rank.py: on a one-rank mesh (one worker), clipping and AdamW on the DTensors' local tensors give the
+    same gradient norms, weights and optimizer state (still DTensors, for checkpoints) as verl's DTensor path."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM
+    from verl.utils.fsdp_utils import fsdp2_clip_grad_norm_
+    from verl.workers.engine.fsdp import transformer_impl
+
+    from kit import single_rank
+
+    source = inspect.getsource(transformer_impl.FSDPEngine.optimizer_step)  # the two calls the kit replaces
+    assert "grad_norm = fsdp2_clip_grad_norm_(" in source and "self.optimizer.step()" in source
+    assert transformer_impl.fsdp2_clip_grad_norm_ is fsdp2_clip_grad_norm_  # install() swaps this module global
+
+    class Engine:  # verl's FSDPEngine.optimizer_step, reduced to the calls single_rank changes
+        def __init__(self, clip):
+            torch.manual_seed(0)
+            self.module = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+            fully_shard(self.module, mesh=init_device_mesh("cpu", (1,)))
+            self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=1e-2, weight_decay=0.01, fused=fused,
+                                               foreach=None if fused else True)
+            self.clip = clip
+
+        def optimizer_step(self):
+            grad_norm = self.clip(self.module.parameters(), max_norm=1.0)
+            self.optimizer.step()
+            return grad_norm
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        engines = {"verl": Engine(fsdp2_clip_grad_norm_), "kit": Engine(single_rank.clip_grad_norm_)}
+        single_rank.step_local_tensors(engines["kit"])
+        assert single_rank.on_one_rank(list(engines["kit"].module.parameters()))  # so the local path runs
+        ids = torch.randint(0, 100, (2, 8))
+        norms = {}
+        for name, engine in engines.items():
+            for _ in range(3):
+                engine.optimizer.zero_grad()
+                engine.module(input_ids=ids, labels=ids).loss.backward()
+                norms.setdefault(name, []).append(float(engine.optimizer_step()))
+        assert norms["kit"] == norms["verl"] and norms["kit"][0] > 1.0  # clipped: the norm is above max_norm
+        for p, q in zip(engines["verl"].module.parameters(), engines["kit"].module.parameters()):
+            assert torch.equal(p.full_tensor(), q.full_tensor())
+            verl_state, kit_state = engines["verl"].optimizer.state[p], engines["kit"].optimizer.state[q]
+            assert {k: type(v) for k, v in kit_state.items()} == {k: type(v) for k, v in verl_state.items()}
+            for key, value in kit_state.items():
+                assert torch.equal(*(v.full_tensor() if hasattr(v, "full_tensor") else v
+                                     for v in (value, verl_state[key]))), key
+    finally:
+        dist.destroy_process_group()
