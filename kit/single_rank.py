@@ -2,9 +2,9 @@
 
 On one worker FSDP2 shards nothing, yet every parameter, gradient and AdamW moment is a DTensor, and each operator
 on them goes through DTensor's dispatch. The first update works out how to shard the results of the clipping's and
-the optimizer's foreach operators over every parameter: most of the default task's 2.2 s first update on an H200
-(README, Measured, lease 6), 0.35 s (clipping) and 0.47 s (fused AdamW) on 2 CPU cores for SmolLM2's 272
-parameters. Later updates pay a cached lookup, a few ms. On one rank the kit runs both on the DTensors' local
+the optimizer's foreach operators over every parameter: about half of the default task's first update on an H200
+under the profiler (README, Measured, lease 6), and 0.35 s (clipping) and 0.47 s (fused AdamW) on 2 CPU cores for
+272 parameters (SmolLM2's count). Later updates pay a cached lookup, a few ms. On one rank the kit runs both on the DTensors' local
 tensors: the same arithmetic on the same storage, so the optimizer's state, its checkpoints and resume are as
 before. With several ranks verl's DTensor path runs unchanged.
 """
