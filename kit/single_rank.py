@@ -4,9 +4,9 @@ On one worker FSDP2 shards nothing, yet every parameter, gradient and AdamW mome
 on them goes through DTensor's dispatch. The first update works out how to shard the results of the clipping's and
 the optimizer's foreach operators over every parameter: about half of the default task's first update on an H200
 under the profiler (README, Measured, lease 6), and 0.35 s (clipping) and 0.47 s (fused AdamW) on 2 CPU cores for
-272 parameters (SmolLM2's count). Later updates pay a cached lookup, a few ms. On one rank the kit runs both on the DTensors' local
-tensors: the same arithmetic on the same storage, so the optimizer's state, its checkpoints and resume are as
-before. With several ranks verl's DTensor path runs unchanged.
+272 parameters (SmolLM2's count). Later updates pay a cached lookup, a few ms. On one rank the kit runs both on
+the DTensors' local tensors: the same arithmetic on the same storage, so the optimizer's state, its checkpoints
+and resume are as before. With several ranks verl's DTensor path runs unchanged.
 """
 
 from contextlib import contextmanager
@@ -62,7 +62,7 @@ def local_view(optimizer):
     if not on_one_rank(params):
         yield
         return
-    swapped = []  # (group, index, the DTensor parameter, its local tensor)
+    swapped = []  # (group, index, DTensor parameter, its local tensor, its state, that state's local views)
     for group in optimizer.param_groups:
         for index, param in enumerate(group["params"]):
             local = param.to_local()
