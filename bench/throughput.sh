@@ -30,6 +30,7 @@
 #   tokN               kit only: training.actor.max_tokens_per_gpu=N (tokens per micro-batch)
 #   bN, sN             kit only: batch_size=N prompts a step (where memory forces fewer rows); steps_per_epoch=N
 #   offload, ckpt      kit only: training.actor.param_offload and optimizer_offload; gradient_checkpointing
+#   optoffload         kit only: training.actor.optimizer_offload alone
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
 #   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
@@ -86,6 +87,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     [[ -n $fused ]] && cmd+=" training.actor.fused_kernels=$fused"
     [[ -n $prompts ]] && cmd+=" batch_size=$prompts"
     [[ $name == *-offload* ]] && cmd+=" training.actor.param_offload=true training.actor.optimizer_offload=true"
+    [[ $name == *-optoffload* ]] && cmd+=" training.actor.optimizer_offload=true"
     [[ $name == *-ckpt* ]] && cmd+=" training.actor.gradient_checkpointing=true"
     [[ $name == *-nocache* ]] && cmd+=" inference.free_cache_engine=false"
     [[ $name == *-free* ]] && cmd+=" inference.free_sampler=true"

@@ -1,6 +1,7 @@
 """One-line errors for mistakes a user can fix, and the wrapper that prints them instead of a traceback."""
 
 import functools
+import re
 import sys
 
 from ray.exceptions import OutOfMemoryError as OutOfHostMemory, RayActorError, RayTaskError
@@ -40,8 +41,9 @@ def one_line_errors(main):
 
                 # ray.get raises the error as a subclass of its cause's type, which may lack Ray's function_name
                 where = f"a worker's {name}" if (name := getattr(err, "function_name", None)) else "a worker"
-                print(f"\nverl-kit: error: out of GPU memory in {where}: {ADVICE}; then run the same command to "
-                      "resume from the last checkpoint", file=sys.stderr)
+                figures = torch_memory_figures(f"{getattr(err, 'cause', '')} {err}")
+                print(f"\nverl-kit: error: out of GPU memory in {where}{figures}: {ADVICE}; then run the same command "
+                      "to resume from the last checkpoint", file=sys.stderr)
                 sys.exit(2)
             if isinstance(err, RayTaskError):  # an error inside a worker: its traceback is what helps
                 raise
@@ -51,6 +53,20 @@ def one_line_errors(main):
             sys.exit(2)
 
     return wrapper
+
+
+TORCH_FIGURES = re.compile(r"Tried to allocate (?P<asked>[\d.]+ \w+)\. GPU \d+ has a total capacity of (?P<total>[\d.]+ \w+)"
+                           r".*?(?P<allocated>[\d.]+ \w+) is allocated by PyTorch, and (?P<cached>[\d.]+ \w+) is reserved",
+                           re.DOTALL)
+
+
+def torch_memory_figures(message: str) -> str:
+    """torch's figures from its out-of-memory message, in a parenthesis ("" if it has none): how much a phase holds
+    and how much the allocator keeps cached but unused (fragmentation) say which key to change."""
+    if not (found := TORCH_FIGURES.search(message)):
+        return ""
+    return (f" (asked for {found['asked']} more with {found['allocated']} allocated and {found['cached']} cached but "
+            f"unused, of {found['total']})")
 
 
 def out_of_memory(err: RayTaskError) -> bool:

@@ -106,8 +106,9 @@ class TokenAgentLoop(AgentLoopBase):
     async def run(self, sampling_params: dict[str, Any], *, prompt_ids, temperature, top_p, max_tokens, eos,
                   **kwargs) -> AgentLoopOutput:
         prompt_ids, max_tokens = list(prompt_ids), int(max_tokens)
-        sampling = {**sampling_params, "temperature": float(temperature), "top_p": float(top_p), "top_k": -1,
-                    "max_tokens": max_tokens, "stop_token_ids": [int(eos)]}
+        sampling = {**sampling_params, **engine_request_settings(self.rollout_config.name),
+                    "temperature": float(temperature), "top_p": float(top_p), "top_k": -1, "max_tokens": max_tokens,
+                    "stop_token_ids": [int(eos)]}
         output = await self.server_manager.generate(request_id=uuid4().hex, prompt_ids=prompt_ids,
                                                     sampling_params=sampling)
         response_ids = output.token_ids[:max_tokens]
@@ -119,3 +120,15 @@ class TokenAgentLoop(AgentLoopBase):
             num_turns=2,
             metrics={},
         )
+
+
+def engine_request_settings(engine: str) -> dict[str, Any]:
+    """Settings for the engine itself, beyond sampling. By default vLLM hands each request's whole output so far to
+    its waiting coroutine after every token, and decodes the tokens to text as it goes (for a log-prob's token it
+    decodes the context again where a token ends mid-character): Python work per request per token, none of it
+    used, since the kit reads only the final token ids and log-probs (as verl's server does)."""
+    if engine != "vllm":
+        return {}
+    from vllm.sampling_params import RequestOutputKind  # where engine is vllm, the agent-loop workers have it
+
+    return {"output_kind": RequestOutputKind.FINAL_ONLY, "detokenize": False}

@@ -57,7 +57,7 @@ class KitWorker(ActorRolloutRefWorker):
         super().init_model()
         # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/on_policy.py)
         self.set_loss_fn(partial(on_policy.ppo_loss, config=self.loss_fn.keywords["config"]))
-        lighter_optimizer_steps(self.actor.engine)
+        single_rank.step_local_tensors(self.actor.engine)  # clipping and AdamW on plain tensors when one rank holds all
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def generate(self, prompts: TensorDict) -> TensorDict:
@@ -97,6 +97,10 @@ class KitWorker(ActorRolloutRefWorker):
         the dtype the actor computes in."""
         if self.sampler is None:
             on_gpu = get_device_name() == "cuda"
+            if on_gpu:  # what the update freed (activations, an offloaded optimizer's state) goes back to CUDA first:
+                # torch cannot release its cache while a CUDA graph is being captured (verl empties it before waking
+                # a server too); a 7B run kept 90 GiB of one H200 after its update and its next rollout ran out
+                torch.cuda.empty_cache()
             device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
             self.sampler = Sampler(self.actor.model_config.hf_config, self.actor.engine._autocast_dtype, device,
                                    cuda_graphs, compiled)
@@ -137,29 +141,7 @@ class CriticWorker(TrainingWorker):
         _prepare_process()
         verl_model.load_valuehead_model = load_value_model
         super().__init__(config)
-        lighter_optimizer_steps(self.engine)
-
-
-def lighter_optimizer_steps(engine):
-    """An FSDP engine's optimizer steps, the actor's and the critic's: on plain tensors when one rank holds the whole
-    model (kit/single_rank.py), and the gradients freed after each."""
-    single_rank.step_local_tensors(engine)
-    free_gradients_after_each_step(engine)
-
-
-def free_gradients_after_each_step(engine):
-    """Free the gradients as soon as the optimizer has stepped. verl zeroes them only when the next update starts,
-    so they stay allocated through the rollout in between, on the GPU or, with param_offload, in CPU memory beside
-    the weights: the trained weights' size in float32 (30.5 GB for a 7B model in full, where 90 GiB stayed in use
-    on one H200 after an update and the next rollout ran out of memory; README, Measured)."""
-    step = engine.optimizer_step
-
-    def step_and_free() -> float:
-        grad_norm = step()
-        engine.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
-
-    engine.optimizer_step = step_and_free
+        single_rank.step_local_tensors(self.engine)
 
 
 def load_value_model(local_path, torch_dtype, model_config, trust_remote_code):

@@ -60,14 +60,23 @@ def test_out_of_memory_in_a_worker_is_one_line(capsys):
     @one_line_errors
     def run():
         # as ray.get raises it: a subclass of the cause's type (it has no function_name; 2026-11-30, a 7B run)
-        raise RayTaskError("update_actor", "Traceback ...", torch.OutOfMemoryError(
-            "CUDA out of memory. Tried to allocate 2.00 GiB")).as_instanceof_cause()
+        raise RayTaskError("update_actor", "Traceback ...", torch.OutOfMemoryError(TORCH_OOM)).as_instanceof_cause()
 
     with pytest.raises(SystemExit) as stop:
         run()
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "out of GPU memory" in err and "max_tokens_per_gpu" in err
+    # torch's own figures, which tell a phase that needs more from a fragmented cache
+    assert "asked for 2.00 GiB more with 120.10 GiB allocated and 15.02 GiB cached but unused, of 139.81 GiB" in err
+
+
+# torch 2.11's message (c10/cuda/CUDACachingAllocator.cpp), as a worker raised it
+TORCH_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.81 GiB of which 1.23 GiB "
+             "is free. Including non-PyTorch memory, this process has 138.56 GiB memory in use. Of the allocated memory "
+             "120.10 GiB is allocated by PyTorch, and 15.02 GiB is reserved by PyTorch but unallocated. If reserved but "
+             "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
+             "fragmentation.  See documentation for Memory Management")
 
 
 def test_offloaded_state_that_cannot_fit_the_machines_memory_stops_with_the_keys_to_change():

@@ -92,8 +92,11 @@ class HFServer:
         return TokenOutput(token_ids=tokens.tolist(), log_probs=log_probs.tolist())
 
 
-def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokenizer):
-    _, verl_cfg = engine_config(tiny_model_dir)
+@pytest.mark.parametrize("engine", ["sglang", "vllm"])
+def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokenizer, engine):
+    if engine == "vllm":  # the kit's vLLM request settings are vLLM's own types: where it is installed (not CI)
+        vllm_sampling = pytest.importorskip("vllm.sampling_params")
+    _, verl_cfg = engine_config(tiny_model_dir, f"inference.engine={engine}")
     server = HFServer(tiny_model_dir)
     worker = AgentLoopWorker(verl_cfg, llm_client=server)  # verl's own worker, loading the kit's loop from its file
     contexts = [tiny_tokenizer(text)["input_ids"] for text in ("What is 1 + 2?", "3 + 4 =", "What is 12 + 30? 12 + 30 =")]
@@ -112,6 +115,11 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
         assert torch.equal(got[key], expected[key]), key
     assert got["rollout_log_probs"].shape == got["responses"].shape
     assert (got["rollout_log_probs"] < 0).sum() == got["response_mask"].sum()  # one log-prob per generated token
+    if engine == "vllm":  # only the final output, token ids without text: what verl's server reads of it
+        params = [vllm_sampling.SamplingParams(**{**request, "logprobs": 0}) for request in server.requests]
+        assert all(p.output_kind == vllm_sampling.RequestOutputKind.FINAL_ONLY and not p.detokenize for p in params)
+    else:
+        assert all("output_kind" not in request and "detokenize" not in request for request in server.requests)
 
 
 def test_choosing_an_engine_that_cannot_load_gets_one_line(monkeypatch):

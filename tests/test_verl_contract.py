@@ -3,6 +3,7 @@ with a clear name rather than somewhere inside a Ray worker."""
 
 import inspect
 from importlib.metadata import version
+from types import SimpleNamespace
 
 import pytest
 
@@ -249,51 +250,29 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
         dist.destroy_process_group()
 
 
-def test_an_update_zeroes_gradients_first_and_steps_last_so_they_can_be_freed_after_the_step():
-    """kit/worker.free_gradients_after_each_step frees the gradients right after the optimizer step: what verl's next
-    update would do at its start, sooner. verl's train_batch (the FSDP engine does not override it) runs on a small
-    torch model here; afterwards the weights have moved and no gradient is held."""
+def test_verls_update_frees_the_gradients_before_it_offloads_anything():
+    """Nothing holds the gradients through the rollout after an update: verl's train_mini_batch runs in the FSDP
+    engine's train_mode context, whose exit sets them to None before it moves weights or optimizer state to the CPU
+    (lease 6 blamed them for a 7B run's 90 GiB after its update; they were already gone). Here that context runs
+    around a backward and a step of a small torch model standing in for the FSDP module."""
     import torch
-    from tensordict import TensorDict
-    from verl.workers.engine.base import BaseEngine
-    from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+    from verl.workers.engine.fsdp.transformer_impl import EngineTrainModeCtx, FSDPEngine
+    from verl.workers.engine_workers import TrainingWorker
 
-    from kit.worker import free_gradients_after_each_step
-
-    assert FSDPEngine.train_batch is BaseEngine.train_batch
-    assert "self.optimizer.zero_grad()" in inspect.getsource(FSDPEngine.optimizer_zero_grad)
-
-    class SmallEngine:
-        def __init__(self):
-            self.model = torch.nn.Linear(4, 1)
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.1)
-            self.calls = []
-
-        def optimizer_zero_grad(self):
-            self.calls.append("zero_grad")
-            self.optimizer.zero_grad()
-
-        def forward_backward_batch(self, data, loss_function, forward_only):
-            self.calls.append("forward_backward")
-            self.model(data["x"]).sum().backward()
-            return {"metrics": {}}
-
-        def optimizer_step(self):
-            self.calls.append("step")
-            assert all(p.grad is not None for p in self.model.parameters())
-            self.optimizer.step()
-            return 1.0
-
-        def is_mp_src_rank_with_outputs(self):
-            return True
-
-    engine = SmallEngine()
-    before = engine.model.weight.detach().clone()
-    free_gradients_after_each_step(engine)
-    outputs = BaseEngine.train_batch(engine, TensorDict({"x": torch.ones(2, 4)}, batch_size=[2]), loss_function=None)
-    assert engine.calls == ["zero_grad", "forward_backward", "step"] and outputs["metrics"]["grad_norm"] == 1.0
-    assert not torch.equal(engine.model.weight, before)
-    assert all(p.grad is None for p in engine.model.parameters())
+    # the update enters train_mode with zero_grad_on_exit at its default (True)
+    assert "self.engine.train_mode(disable_auto_offload=disable_auto_offload)" in inspect.getsource(
+        TrainingWorker.train_mini_batch)
+    engine = FSDPEngine.__new__(FSDPEngine)  # the context's own code on the engine's attributes, no process group
+    engine.module = torch.nn.Linear(4, 1)
+    engine.optimizer = torch.optim.AdamW(engine.module.parameters(), lr=0.1)
+    engine.engine_config = SimpleNamespace(forward_only=False, fsdp_size=1)
+    engine.ulysses_parallel_group = None
+    engine._is_offload_param = engine._is_offload_optimizer = False
+    with EngineTrainModeCtx(engine):
+        engine.module(torch.ones(2, 4)).sum().backward()
+        assert all(p.grad is not None for p in engine.module.parameters())
+        engine.optimizer.step()
+    assert all(p.grad is None for p in engine.module.parameters())
 
 
 @pytest.mark.parametrize("fused", [False, True])
