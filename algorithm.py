@@ -81,7 +81,9 @@ def main(overrides: list[str]):
     hf_config = AutoConfig.from_pretrained(model_dir)
     cfg.model_context = hf_config.max_position_embeddings
     inference.check_tensor_parallel(cfg, hf_config)
-    if cfg.num_gpus and (gpu := memory.gpu_bytes()):  # stops here, naming the keys to change, when it cannot fit
+    gpu = memory.gpu_bytes() if cfg.num_gpus else None  # None on a Ray head without GPUs: the checks are skipped
+    memory.size_micro_batches(cfg, hf_config, gpu)  # max_tokens_per_gpu auto: as large as the GPU's memory allows
+    if gpu:  # stops here, naming the keys to change, when it cannot fit
         print(memory.check_fits(cfg, hf_config, gpu))
     verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     task, tools = Task(cfg.env, cfg.data), inference.load_tools(cfg, tokenizer)

@@ -11,10 +11,10 @@ from kit.errors import KitError
 from kit.task import is_finite_number
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
-                 "keep_last_n", "inference.max_response_length", "training.actor.max_tokens_per_gpu",
-                 "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn",
+                 "keep_last_n", "inference.max_response_length", "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn",
                  "inference.max_tool_output",
                  "inference.tensor_parallel_size", "inference.max_num_batched_tokens")
+CPU_TOKENS = 16384  # training.actor.max_tokens_per_gpu 'auto' where no GPU's memory sizes it
 # Keys whose default is null: any type passes the override check, so their values are checked here.
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
 
@@ -170,6 +170,9 @@ def _check_values(cfg: DictConfig):
                        f"HOST:PORT, got {cfg.ray_address!r}")
     if cfg.num_gpus != "auto" and (not isinstance(cfg.num_gpus, int) or cfg.num_gpus < 0):
         raise KitError(f"config key 'num_gpus' must be auto or an integer >= 0, got {cfg.num_gpus!r}")
+    tokens = cfg.training.actor.max_tokens_per_gpu
+    if tokens != "auto" and (not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0):
+        raise KitError(f"config key 'training.actor.max_tokens_per_gpu' must be auto or a positive integer, got {tokens!r}")
     for key in ("inference.top_p", "inference.gpu_memory_utilization"):
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise KitError(f"config key '{key}' must be in (0, 1], got {OmegaConf.select(cfg, key)}")
@@ -247,7 +250,9 @@ def _check_choice(cfg: DictConfig, key: str, choices: tuple):
 
 def resolve_hardware(cfg: DictConfig, node_gpus: list[int]):
     """Fix num_gpus ('auto' = all), num_workers (one per GPU, or num_cpu_workers on CPU) and worker_layout (workers
-    per node, for verl's resource pool) from the GPUs of each node: one entry locally, one per node on a cluster."""
+    per node, for verl's resource pool) from the GPUs of each node: one entry locally, one per node on a cluster.
+    On CPU workers training.actor.max_tokens_per_gpu 'auto' is CPU_TOKENS; on GPUs the memory estimate sizes it
+    once the model's config is read (kit/memory.size_micro_batches)."""
     gpu_nodes = [gpus for gpus in node_gpus if gpus > 0]
     total = sum(gpu_nodes)
     where = "are visible" if len(node_gpus) == 1 else f"are in the Ray cluster's {len(node_gpus)} nodes"
@@ -255,6 +260,8 @@ def resolve_hardware(cfg: DictConfig, node_gpus: list[int]):
         cfg.num_gpus = total
     if cfg.num_gpus > total:
         raise KitError(f"num_gpus={cfg.num_gpus} but {total} GPU(s) {where}: lower num_gpus or use num_gpus=auto")
+    if cfg.num_gpus == 0 and cfg.training.actor.max_tokens_per_gpu == "auto":
+        cfg.training.actor.max_tokens_per_gpu = CPU_TOKENS
     cfg.worker_layout = _worker_layout(cfg, gpu_nodes, len(node_gpus))
     cfg.num_workers = sum(cfg.worker_layout)
     tensor_parallel = cfg.inference.tensor_parallel_size

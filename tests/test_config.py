@@ -149,7 +149,7 @@ def test_help_lists_every_key_with_its_default_and_comment():
         assert line is not None, key
         assert len(line.split(" = ", 1)[1].split()) > 1, f"{key}: no comment"  # the default, then what it does
     assert "usage: python algorithm.py" in text and "config=examples/" in text
-    assert "max_tokens_per_gpu = 16384" in text and "lower it when out of memory" in text  # a continued comment
+    assert "max_tokens_per_gpu = auto" in text and "lower when out of memory" in text  # a continued comment
 
 
 def test_help_narrows_to_a_prefix_and_names_a_close_key():

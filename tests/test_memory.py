@@ -8,7 +8,7 @@ from transformers import AutoConfig, Qwen2Config
 
 from kit.config import resolve_hardware
 from kit.errors import KitError, one_line_errors
-from kit.memory import check_fits, estimate
+from kit.memory import check_fits, estimate, size_micro_batches
 from kit.models import resolve_model_path
 
 H200 = 141e9
@@ -21,9 +21,37 @@ QWEN_SHAPES = {  # Qwen2.5-0.5B's and Qwen2.5-7B's config.json values
 
 
 def config(*overrides, gpus=1):
-    cfg = kit_config(*overrides)
+    cfg = kit_config("training.actor.max_tokens_per_gpu=16384", *overrides)  # the size the peaks were measured at
     resolve_hardware(cfg, node_gpus=[gpus])
     return cfg
+
+
+@pytest.mark.parametrize("shape, overrides, gpu_bytes, tokens", [
+    ("smollm2", ["batch_size=64", "inference.max_response_length=256"], H200, 65536),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], H200, 32768),  # its 85.8 GB peak, measured
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], 80e9, 16384),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.max_tokens_per_gpu=8192"], H200,
+     8192),  # a number is kept
+    # 16,384 ran out of memory on an H200 (lease 6), 8,192 peaked at 122.7 GB: nothing fits 80%, so the smallest
+    ("7b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.optimizer_offload=true",
+            "training.actor.gradient_checkpointing=true", "inference.free_sampler=true"], H200, 4096),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], None, 16384),  # no GPU known: a Ray head
+])
+def test_auto_micro_batches_are_as_large_as_the_gpus_memory_allows(shape, overrides, gpu_bytes, tokens):
+    hf_config = (AutoConfig.from_pretrained(resolve_model_path("embedded:smollm2")) if shape == "smollm2"
+                 else Qwen2Config(**QWEN_SHAPES[shape]))
+    cfg = kit_config(*overrides)
+    resolve_hardware(cfg, node_gpus=[1])
+    size_micro_batches(cfg, hf_config, gpu_bytes)
+    assert cfg.training.actor.max_tokens_per_gpu == tokens
+    if gpu_bytes and tokens > 4096:
+        assert estimate(cfg, hf_config, gpu_bytes)["update"] <= 0.8 * gpu_bytes / 1e9
+
+
+def test_auto_micro_batches_on_cpu_workers():
+    cfg = kit_config("num_gpus=0")
+    resolve_hardware(cfg, node_gpus=[0])
+    assert cfg.training.actor.max_tokens_per_gpu == 16384
 
 
 @pytest.mark.parametrize("shape, overrides, measured_gb", [  # torch's peaks measured on an H200 (README, Measured)
@@ -46,6 +74,10 @@ def test_what_each_key_saves():
     assert estimate(config("training.actor.optimizer_offload=true"), hf_config, H200)["generation"] < full["generation"]
     assert estimate(config(gpus=4), hf_config, H200)["update"] < full["update"]
     assert estimate(config("inference.free_sampler=true"), hf_config, H200)["update"] < full["update"]
+    # a server engine's share of the GPU stays through the update when it does not sleep
+    asleep = estimate(config("inference.engine=vllm"), hf_config, H200)["update"]
+    awake = estimate(config("inference.engine=vllm", "inference.free_cache_engine=false"), hf_config, H200)["update"]
+    assert awake == pytest.approx(asleep + 0.5 * H200 / 1e9)
 
 
 def test_a_config_that_cannot_fit_stops_with_the_keys_to_change():
