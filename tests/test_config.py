@@ -43,6 +43,8 @@ def test_unknown_key_names_the_closest_valid_key():
     ("training.actor.use_kl_loss=maybe", "must be true or false"),
     ("batch_size=0", "'batch_size' must be a positive integer"),
     ("n_generations=-2", "'n_generations' must be a positive integer"),
+    ("training.actor.max_tokens_per_gpu=0", "'training.actor.max_tokens_per_gpu' must be auto or a positive integer"),
+    ("training.actor.max_tokens_per_gpu=lots", "'training.actor.max_tokens_per_gpu' must be auto or a positive integer"),
     ("inference.top_p=1.5", "'inference.top_p' must be in"),
     ("num_gpus=-1", "'num_gpus' must be auto or an integer"),
     ("inference=3", "must be a section of keys"),
