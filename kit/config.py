@@ -11,9 +11,9 @@ from kit.errors import KitError
 from kit.task import is_finite_number
 
 POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size", "n_generations", "val_size",
-                 "keep_last_n", "inference.max_response_length", "training.actor.ppo_epochs", "inference.max_turns", "inference.max_calls_per_turn",
-                 "inference.max_tool_output",
-                 "inference.tensor_parallel_size", "inference.max_num_batched_tokens")
+                 "keep_last_n", "inference.max_response_length", "training.actor.ppo_epochs", "inference.max_turns",
+                 "inference.max_calls_per_turn", "inference.max_tool_output", "inference.tensor_parallel_size",
+                 "inference.max_num_batched_tokens")
 CPU_TOKENS = 16384  # training.actor.max_tokens_per_gpu 'auto' where no GPU's memory sizes it
 # Keys whose default is null: any type passes the override check, so their values are checked here.
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
