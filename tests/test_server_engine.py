@@ -33,6 +33,15 @@ def engine_config(model_dir, *overrides, gpus=4):
     return cfg, compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=True))
 
 
+@pytest.mark.parametrize("gpus, tensor_parallel, rows, per_replica", [(1, 1, "batch_size=64", 512), (4, 2, "batch_size=128", 512),
+                                                                      (8, 1, "batch_size=128", 256)])
+def test_every_rollout_of_a_step_runs_at_once_on_the_servers(tiny_model_dir, gpus, tensor_parallel, rows, per_replica):
+    """vLLM's max_num_seqs (SGLang's max_running_requests) holds a step's rollouts per replica, so none wait for a
+    second wave of decoding; never below verl's default."""
+    cfg, verl_cfg = engine_config(tiny_model_dir, rows, f"inference.tensor_parallel_size={tensor_parallel}", gpus=gpus)
+    assert verl_cfg.actor_rollout_ref.rollout.max_num_seqs == per_replica
+
+
 def test_config_yaml_becomes_verls_rollout_config(tiny_model_dir):
     cfg, verl_cfg = engine_config(tiny_model_dir)
     rollout = omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.rollout)  # verl's own dataclass checks it
@@ -40,6 +49,7 @@ def test_config_yaml_becomes_verls_rollout_config(tiny_model_dir):
     assert (rollout.gpu_memory_utilization, rollout.tensor_model_parallel_size, rollout.max_num_batched_tokens) == (0.7, 2, 4096)
     assert (rollout.free_cache_engine, rollout.dtype, rollout.enforce_eager, rollout.n_gpus_per_node) == (False, "float16", True, 4)
     assert rollout.calculate_log_probs  # rollout_log_probs come back for the correction
+    assert rollout.max_num_seqs == 256  # 16 x 8 rollouts over 2 replicas: verl's default is the floor
     assert rollout.prompt_length + rollout.response_length == cfg.model_context and rollout.response_length == 12
     assert (rollout.agent.agent_loop_config_path, rollout.agent.default_agent_loop) == (AGENT_LOOP_CONFIG, AGENT_LOOP)
     assert verl_cfg.algorithm.rollout_correction.rollout_is == "token"
