@@ -55,18 +55,23 @@ def one_line_errors(main):
     return wrapper
 
 
+# torch's message; while CUDA graphs hold memory it adds "with X allocated in private pools (e.g., CUDA Graphs)", and
+# may then end there
 TORCH_FIGURES = re.compile(r"Tried to allocate (?P<asked>[\d.]+ \w+)\. GPU \d+ has a total capacity of (?P<total>[\d.]+ \w+)"
-                           r".*?(?P<allocated>[\d.]+ \w+) is allocated by PyTorch, and (?P<cached>[\d.]+ \w+) is reserved",
-                           re.DOTALL)
+                           r".*?(?P<allocated>[\d.]+ \w+) is allocated by PyTorch,?"
+                           r"(?: with (?P<graphs>[\d.]+ \w+) allocated in private pools[^)]*\),?)?"
+                           r"(?: and (?P<cached>[\d.]+ \w+) is reserved)?", re.DOTALL)
 
 
 def torch_memory_figures(message: str) -> str:
-    """torch's figures from its out-of-memory message, in a parenthesis ("" if it has none): how much a phase holds
-    and how much the allocator keeps cached but unused (fragmentation) say which key to change."""
+    """torch's figures from its out-of-memory message, in a parenthesis ("" if it has none): how much a phase holds,
+    how much of it CUDA graphs' pools hold (the hf sampler's), and how much the allocator keeps cached but unused
+    (fragmentation) say which key to change."""
     if not (found := TORCH_FIGURES.search(message)):
         return ""
-    return (f" (asked for {found['asked']} more with {found['allocated']} allocated and {found['cached']} cached but "
-            f"unused, of {found['total']})")
+    graphs = f" ({found['graphs']} of it in CUDA graphs' pools)" if found["graphs"] else ""
+    cached = f" and {found['cached']} cached but unused" if found["cached"] else ""
+    return f" (asked for {found['asked']} more with {found['allocated']} allocated{graphs}{cached}, of {found['total']})"
 
 
 def out_of_memory(err: RayTaskError) -> bool:

@@ -8,9 +8,10 @@ A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters
   update);
 - update: the bf16 weights gathered for compute (the whole model on one GPU, one layer at a time otherwise), fp32
   gradients 4T/W, and the activations of one micro-batch of max_tokens_per_gpu tokens.
-Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to the peaks
-measured on an H200 (README, Measured: 21.8 GB on the SmolLM2 shape, 51.4 / 85.8 GB on the Qwen2.5-0.5B shape at
-16,384 / 32,768 tokens; the default task's 9.2 GB it puts at 12.1, its prompts being shorter than PROMPT_TOKENS).
+Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to torch's peaks
+measured on an H200 with the current code (README, Measured, leases 7 and 8; torch reports GiB, converted here):
+59.2 / 103.1 GB on the Qwen2.5-0.5B shape at 16,384 / 32,768 tokens (estimated 61.1 / 103.4), 65.6 GB on the
+SmolLM2 shape at 65,536 (estimated 77.9: high, on the safe side), 13.2 GB on the default task (13.5).
 Adapters are counted on every linear layer (peft's all-linear) whatever target_modules names. An estimate, not a
 bound: the stop leaves a margin.
 
@@ -30,7 +31,7 @@ from kit.errors import KitError
 
 GB = 1e9
 # Bytes per token in one micro-batch: per logit (the vocabulary), per hidden unit and per MLP unit of every layer.
-ACTIVATION_BYTES = {"vocab": 10, "hidden": 23, "intermediate": 1}
+ACTIVATION_BYTES = {"vocab": 13, "hidden": 23, "intermediate": 1}
 PROMPT_TOKENS = 64  # prompts are not known before loading; the default task's and the benchmarks' are shorter
 USABLE = 0.95  # of a GPU's memory: CUDA's context and the allocator's fragmentation take the rest
 ADVICE = ("lower training.actor.max_tokens_per_gpu, set training.actor.gradient_checkpointing=true, "
@@ -38,8 +39,8 @@ ADVICE = ("lower training.actor.max_tokens_per_gpu, set training.actor.gradient_
           "training.actor.param_offload=true or optimizer_offload=true, train adapters only "
           "(training.actor.lora.rank=16), use more GPUs, or (vllm/sglang) lower inference.gpu_memory_utilization")
 AUTO_TOKENS = (65536, 32768, 16384, 8192, 4096)  # training.actor.max_tokens_per_gpu: auto tries these, largest first
-# Of a GPU, what auto lets the update's estimate take: the estimate is within 10% of the peaks measured up to the
-# 0.5B shape, but was low at 7B, where a 16,384-token micro-batch estimated at 89% of an H200 ran out of memory.
+# Of a GPU, what auto lets the update's estimate take: the estimate is at most 3% below the peaks measured up to the
+# 0.5B shape, but may be low at 7B, where a 16,384-token micro-batch ran out of memory (estimated at 99% of an H200).
 AUTO_SHARE = 0.8
 HOST_USABLE = 0.85  # of a machine's memory for offloaded state: Ray stops workers at 0.95; the processes need some
 HOST_ADVICE = ("training.actor.param_offload and optimizer_offload keep the weights and AdamW's moments in CPU memory: "

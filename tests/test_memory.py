@@ -28,7 +28,7 @@ def config(*overrides, gpus=1):
 
 @pytest.mark.parametrize("shape, overrides, gpu_bytes, tokens", [
     ("smollm2", ["batch_size=64", "inference.max_response_length=256"], H200, 65536),
-    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], H200, 32768),  # its 85.8 GB peak, measured
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], H200, 32768),  # its 103.1 GB peak, measured
     ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], 80e9, 16384),
     ("0.5b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.max_tokens_per_gpu=8192"], H200,
      8192),  # a number is kept
@@ -54,16 +54,23 @@ def test_auto_micro_batches_on_cpu_workers():
     assert cfg.training.actor.max_tokens_per_gpu == 16384
 
 
-@pytest.mark.parametrize("shape, overrides, measured_gb", [  # torch's peaks measured on an H200 (README, Measured)
-    ("smollm2", ["batch_size=64", "inference.max_response_length=256"], 21.8),
-    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], 51.4),
-    ("0.5b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.max_tokens_per_gpu=32768"], 85.8),
+GIB = 2**30 / 1e9  # GB in a GiB: torch's (and verl's perf/max_memory_allocated_gb) peaks are GiB
+
+
+@pytest.mark.parametrize("shape, overrides, measured_gb", [  # torch's peaks on an H200 (README, Measured, leases 7-8)
+    ("smollm2", ["batch_size=64", "inference.max_response_length=256", "training.actor.max_tokens_per_gpu=65536"],
+     61.11 * GIB),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], 55.15 * GIB),
+    ("0.5b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.max_tokens_per_gpu=32768"],
+     96.06 * GIB),
+    ("smollm2", [], 12.29 * GIB),  # the default task
 ])
-def test_the_estimate_is_near_the_measured_peaks(shape, overrides, measured_gb):
+def test_the_estimate_is_at_or_above_the_measured_peaks(shape, overrides, measured_gb):
+    """Never more than 3% below a measured peak (auto sizes micro-batches from it), at most 20% above."""
     hf_config = (AutoConfig.from_pretrained(resolve_model_path("embedded:smollm2")) if shape == "smollm2"
                  else Qwen2Config(**QWEN_SHAPES[shape]))
     peak = max(estimate(config(*overrides), hf_config, H200).values())
-    assert peak == pytest.approx(measured_gb, rel=0.1)
+    assert 0.97 * measured_gb <= peak <= 1.2 * measured_gb
 
 
 def test_what_each_key_saves():
@@ -80,27 +87,16 @@ def test_what_each_key_saves():
     assert awake == pytest.approx(asleep + 0.5 * H200 / 1e9)
 
 
+# a 7B LoRA run's keys, measured on one H200 at 16,384 tokens a micro-batch (lease 6: torch's peak 82.9 GB)
+LORA_AS_MEASURED = ("training.actor.lora.rank=16", "training.actor.gradient_checkpointing=true", "inference.free_sampler=true")
+
+
 def test_a_config_that_cannot_fit_stops_with_the_keys_to_change():
     hf_config = Qwen2Config(**QWEN_SHAPES["7b"])
     with pytest.raises(KitError, match=r"needs about \d+ GB per GPU .* more than the 24 GB of a GPU: lower "
                                        r"training.actor.max_tokens_per_gpu.*lora.rank"):
         check_fits(config(), hf_config, gpu_bytes=24e9)
-    assert check_fits(config("training.actor.lora.rank=16"), hf_config, gpu_bytes=H200).startswith("memory estimate")
-
-
-def test_out_of_memory_in_a_worker_is_one_line(capsys):
-    @one_line_errors
-    def run():
-        # as ray.get raises it: a subclass of the cause's type (it has no function_name; 2026-11-30, a 7B run)
-        raise RayTaskError("update_actor", "Traceback ...", torch.OutOfMemoryError(TORCH_OOM)).as_instanceof_cause()
-
-    with pytest.raises(SystemExit) as stop:
-        run()
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "out of GPU memory" in err and "max_tokens_per_gpu" in err
-    # torch's own figures, which tell a phase that needs more from a fragmented cache
-    assert "asked for 2.00 GiB more with 120.10 GiB allocated and 15.02 GiB cached but unused, of 139.81 GiB" in err
+    assert check_fits(config(*LORA_AS_MEASURED), hf_config, gpu_bytes=H200).startswith("memory estimate")
 
 
 # torch 2.11's message (c10/cuda/CUDACachingAllocator.cpp), as a worker raised it
@@ -109,6 +105,35 @@ TORCH_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total 
              "120.10 GiB is allocated by PyTorch, and 15.02 GiB is reserved by PyTorch but unallocated. If reserved but "
              "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
              "fragmentation.  See documentation for Memory Management")
+# the same while CUDA graphs hold memory (the hf sampler's); a 7B run's out-of-memory line in its second rollout
+# (2026-12-03) came without figures, likely from a message of this form
+TORCH_OOM_GRAPHS = ("CUDA out of memory. Tried to allocate 570.00 MiB. GPU 0 has a total capacity of 139.81 GiB of which "
+                    "200.00 MiB is free. Including non-PyTorch memory, this process has 139.60 GiB memory in use. Of the "
+                    "allocated memory 118.20 GiB is allocated by PyTorch, with 3.10 GiB allocated in private pools (e.g., "
+                    "CUDA Graphs), and 1.50 GiB is reserved by PyTorch but unallocated. If reserved but unallocated memory "
+                    "is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.")
+
+
+@pytest.mark.parametrize("message, figures", ids=["plain", "cuda graphs", "cuda graphs, nothing cached"], argvalues=[
+    (TORCH_OOM, "asked for 2.00 GiB more with 120.10 GiB allocated and 15.02 GiB cached but unused, of 139.81 GiB"),
+    (TORCH_OOM_GRAPHS, "asked for 570.00 MiB more with 118.20 GiB allocated (3.10 GiB of it in CUDA graphs' pools) and "
+                       "1.50 GiB cached but unused, of 139.81 GiB"),
+    (TORCH_OOM_GRAPHS.split(", and")[0] + ".", "asked for 570.00 MiB more with 118.20 GiB allocated (3.10 GiB of it in "
+                                              "CUDA graphs' pools), of 139.81 GiB"),
+])
+def test_out_of_memory_in_a_worker_is_one_line(capsys, message, figures):
+    @one_line_errors
+    def run():
+        # as ray.get raises it: a subclass of the cause's type (it has no function_name; 2026-11-30, a 7B run)
+        raise RayTaskError("update_actor", "Traceback ...", torch.OutOfMemoryError(message)).as_instanceof_cause()
+
+    with pytest.raises(SystemExit) as stop:
+        run()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "out of GPU memory" in err and "max_tokens_per_gpu" in err
+    # torch's own figures, which tell a phase that needs more from a fragmented cache
+    assert figures in err
 
 
 def test_offloaded_state_that_cannot_fit_the_machines_memory_stops_with_the_keys_to_change():
@@ -122,7 +147,7 @@ def test_offloaded_state_that_cannot_fit_the_machines_memory_stops_with_the_keys
                                        r"training.actor.param_offload and optimizer_offload .*lora.rank"):
         check_fits(offload, hf_config, gpu_bytes=H200, host_bytes=64e9)
     # nothing offloaded: the machine's memory is not the limit
-    assert check_fits(config("training.actor.lora.rank=16"), hf_config, gpu_bytes=H200, host_bytes=16e9)
+    assert check_fits(config(*LORA_AS_MEASURED), hf_config, gpu_bytes=H200, host_bytes=16e9)
 
 
 def test_a_machine_out_of_cpu_memory_is_one_line(capsys):
