@@ -6,6 +6,7 @@ from importlib.metadata import version
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import verl
 from torch.distributed.fsdp import FSDPModule
@@ -248,6 +249,20 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
         assert [name for name, module in model.named_modules() if isinstance(module, FSDPModule)] == [""]
     finally:
         dist.destroy_process_group()
+
+
+def test_verls_allocator_switch_the_free_sampler_update_uses(monkeypatch):
+    """kit/worker.py: with inference.free_sampler the update allocates from expandable segments through verl's own
+    switch (what verl's workers do while they train beside a server engine), which on a GPU sets torch's allocator."""
+    from verl.plugin.platform.platform_cuda import PlatformCUDA
+    from verl.utils import device
+
+    settings = []
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", settings.append)
+    monkeypatch.setattr(device, "get_platform", lambda: PlatformCUDA.__new__(PlatformCUDA))
+    device.set_expandable_segments(True)
+    device.set_expandable_segments(False)
+    assert settings == ["expandable_segments:True", "expandable_segments:False"]
 
 
 def test_verls_update_frees_the_gradients_before_it_offloads_anything():
