@@ -40,7 +40,8 @@ ADVICE = ("lower training.actor.max_tokens_per_gpu, set training.actor.gradient_
           "(training.actor.lora.rank=16), use more GPUs, or (vllm/sglang) lower inference.gpu_memory_utilization")
 AUTO_TOKENS = (65536, 32768, 16384, 8192, 4096)  # training.actor.max_tokens_per_gpu: auto tries these, largest first
 # Of a GPU, what auto lets the update's estimate take: the estimate is at most 3% below the peaks measured up to the
-# 0.5B shape, but may be low at 7B, where a 16,384-token micro-batch ran out of memory (estimated at 99% of an H200).
+# 0.5B shape, but may be low at 7B, where a 16,384-token micro-batch ran out of memory (now estimated at 94% of an
+# H200's 151 GB).
 AUTO_SHARE = 0.8
 HOST_USABLE = 0.85  # of a machine's memory for offloaded state: Ray stops workers at 0.95; the processes need some
 HOST_ADVICE = ("training.actor.param_offload and optimizer_offload keep the weights and AdamW's moments in CPU memory: "

@@ -88,7 +88,8 @@ def test_what_each_key_saves():
 
 
 # a 7B LoRA run's keys, measured on one H200 at 16,384 tokens a micro-batch (lease 6: torch's peak 82.9 GB)
-LORA_AS_MEASURED = ("training.actor.lora.rank=16", "training.actor.gradient_checkpointing=true", "inference.free_sampler=true")
+LORA_AS_MEASURED = ("training.actor.lora.rank=16", "training.actor.gradient_checkpointing=true",
+                    "inference.free_sampler=true")
 
 
 def test_a_config_that_cannot_fit_stops_with_the_keys_to_change():

@@ -33,8 +33,8 @@ def engine_config(model_dir, *overrides, gpus=4):
     return cfg, compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=True))
 
 
-@pytest.mark.parametrize("gpus, tensor_parallel, rows, per_replica", [(1, 1, "batch_size=64", 512), (4, 2, "batch_size=128", 512),
-                                                                      (8, 1, "batch_size=128", 256)])
+@pytest.mark.parametrize("gpus, tensor_parallel, rows, per_replica", [
+    (1, 1, "batch_size=64", 512), (4, 2, "batch_size=128", 512), (8, 1, "batch_size=128", 256)])
 def test_every_rollout_of_a_step_runs_at_once_on_the_servers(tiny_model_dir, gpus, tensor_parallel, rows, per_replica):
     """vLLM's max_num_seqs (SGLang's max_running_requests) holds a step's rollouts per replica, so none wait for a
     second wave of decoding; never below verl's default."""
