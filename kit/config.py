@@ -1,6 +1,7 @@
 """Load config.yaml with `key.sub=value` command-line overrides, and check it before anything starts."""
 
 import difflib
+import importlib.util
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size
                  "keep_last_n", "inference.max_response_length", "training.actor.ppo_epochs", "inference.max_turns",
                  "inference.max_calls_per_turn", "inference.max_tool_output", "inference.tensor_parallel_size",
                  "inference.max_num_batched_tokens")
+LIGER_VERSION = "0.8.5"  # pyproject.toml's GPU extras pin it
 CPU_TOKENS = 16384  # training.actor.max_tokens_per_gpu 'auto' where no GPU's memory sizes it
 # Keys whose default is null: any type passes the override check, so their values are checked here.
 OPTIONAL_NUMBERS = ("training.actor.clip_ratio_low", "training.actor.clip_ratio_high", "algorithm.dro_beta")
@@ -241,6 +243,22 @@ def _worker_layout(cfg: DictConfig, gpu_nodes: list[int], nodes: int) -> list[in
     return [min(cfg.num_gpus, per_node)] * max(1, cfg.num_gpus // per_node)
 
 
+def _check_liger(cfg: DictConfig):
+    """Liger's kernels are Triton's: GPUs only, and the package installed. inference.compile fuses the same small
+    kernels of the sampler its own way; the two together are untested, so refused."""
+    if not cfg.training.actor.liger:
+        return
+    if cfg.num_gpus == 0:
+        raise KitError("training.actor.liger runs Triton kernels, which need GPUs: set training.actor.liger=false on CPU")
+    for package in ("liger_kernel", "triton"):  # triton comes with torch's CUDA builds
+        if importlib.util.find_spec(package) is None:
+            raise KitError(f"training.actor.liger needs liger-kernel and triton; {package} is not installed: pip install "
+                           f"liger-kernel=={LIGER_VERSION} (in .[vllm] and .[sglang]), or set training.actor.liger=false")
+    if cfg.inference.compile:
+        raise KitError("training.actor.liger and inference.compile both fuse the sampler's small kernels, and the "
+                       "two together are untested: set one of them false")
+
+
 def _check_choice(cfg: DictConfig, key: str, choices: tuple):
     value = OmegaConf.select(cfg, key)
     if value not in choices:
@@ -262,6 +280,7 @@ def resolve_hardware(cfg: DictConfig, node_gpus: list[int]):
         raise KitError(f"num_gpus={cfg.num_gpus} but {total} GPU(s) {where}: lower num_gpus or use num_gpus=auto")
     if cfg.num_gpus == 0 and cfg.training.actor.max_tokens_per_gpu == "auto":
         cfg.training.actor.max_tokens_per_gpu = CPU_TOKENS
+    _check_liger(cfg)
     cfg.worker_layout = _worker_layout(cfg, gpu_nodes, len(node_gpus))
     cfg.num_workers = sum(cfg.worker_layout)
     tensor_parallel = cfg.inference.tensor_parallel_size

@@ -82,6 +82,29 @@ def test_hardware_resolution_and_batch_split():
         resolve_hardware(kit_config("num_gpus=4"), node_gpus=[2])
 
 
+def test_liger_reaches_verls_model_config_on_gpus_and_is_refused_where_it_cannot_run(monkeypatch):
+    import importlib.util
+
+    from kit.verl_config import compose_verl_config, verl_overrides
+
+    installed = importlib.util.find_spec
+    kernels = ("liger_kernel", "triton")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in kernels else installed(name))
+    cfg = kit_config("training.actor.liger=true")
+    resolve_hardware(cfg, node_gpus=[1])
+    cfg.model_context = 512
+    assert compose_verl_config(verl_overrides(cfg, "model", on_gpu=True)).actor_rollout_ref.model.use_liger
+    with pytest.raises(KitError, match="Triton kernels, which need GPUs: set training.actor.liger=false on CPU"):
+        resolve_hardware(kit_config("training.actor.liger=true"), node_gpus=[0])
+    with pytest.raises(KitError, match="liger and inference.compile .* set one of them false"):
+        resolve_hardware(kit_config("training.actor.liger=true", "inference.compile=true"), node_gpus=[1])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "liger_kernel" else installed(name))
+    with pytest.raises(KitError, match=r"needs liger-kernel and triton; liger_kernel is not installed: pip install "
+                                       r"liger-kernel==0\.8\.5"):
+        resolve_hardware(kit_config("training.actor.liger=true"), node_gpus=[1])
+    resolve_hardware(kit_config(), node_gpus=[1])  # off by default: nothing checked
+
+
 def test_workers_are_laid_out_node_by_node_on_a_cluster():
     def layout(node_gpus, *overrides):
         cfg = kit_config("ray_address=auto", *overrides)

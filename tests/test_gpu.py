@@ -27,3 +27,41 @@ def test_fused_token_log_probs_equal_the_eager_ones(dtype):
         eager_logits = logits.detach().cpu().requires_grad_()
         (token_log_probs.logprobs_from_logits(eager_logits, labels.cpu()) * weights.cpu()).sum().backward()
         assert torch.allclose(fused_grad.float().cpu(), eager_logits.grad.float(), atol=1e-2 if dtype == torch.bfloat16 else 1e-6)
+
+
+def test_the_sampler_with_ligers_kernels_has_the_models_log_probs(tiny_model_dir, tiny_tokenizer):
+    """training.actor.liger: verl patches the actor with Liger-Kernel, whose module-level patches also reach the hf
+    sampler built after it (fused RMSNorm, SwiGLU, RoPE inside its CUDA graphs). The sampler's log-probs then equal a
+    full forward of the patched model, and stay near the unpatched model's. float32, so only kernels differ."""
+    monkey_patch = pytest.importorskip("liger_kernel.transformers.monkey_patch")
+    from transformers import AutoModelForCausalLM
+    from transformers.models.llama import modeling_llama
+
+    from kit.sampler import Sampler
+    from test_sampler import PROMPTS, encoded, trainer_log_probs
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    plain = plain.cuda().eval()
+    saved = dict(vars(modeling_llama))  # Liger replaces the module's classes and functions: restored below
+    try:
+        monkey_patch._apply_liger_kernel_to_instance(model=plain, fused_linear_cross_entropy=False, swiglu=True)
+        patched = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+        patched = patched.cuda().eval()
+        assert type(patched.model.norm).__name__ == "LigerRMSNorm"
+        sampler = Sampler(patched.config, torch.float32, torch.device("cuda"), cuda_graphs=True)
+        assert type(sampler.model.model.norm).__name__ == "LigerRMSNorm"
+        sampler.load_weights(patched)
+        input_ids, prompt_mask = (t.cuda() for t in encoded(tiny_tokenizer, PROMPTS * 4))
+        eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+        torch.manual_seed(0)
+        responses, log_probs, _ = sampler.generate(input_ids, prompt_mask, 16, temperature=0.7, top_p=1.0, eos=eos,
+                                                   pad=pad)
+        mask = (torch.cumsum(responses == eos, -1) - (responses == eos).long() == 0).long()
+        kept = mask.bool()
+        expected = trainer_log_probs(patched, input_ids, prompt_mask, responses, mask, temperature=0.7)
+        assert torch.allclose(log_probs[kept], expected[kept], atol=1e-4)
+    finally:
+        vars(modeling_llama).update(saved)
+    unpatched = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    reference = trainer_log_probs(unpatched.cuda().eval(), input_ids, prompt_mask, responses, mask, temperature=0.7)
+    assert torch.allclose(log_probs[kept], reference[kept], atol=1e-3)

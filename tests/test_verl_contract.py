@@ -265,6 +265,22 @@ def test_verls_allocator_switch_the_free_sampler_update_uses(monkeypatch):
     assert settings == ["expandable_segments:True", "expandable_segments:False"]
 
 
+def test_verl_applies_liger_to_the_actor_and_the_kit_pins_the_version_it_names():
+    """training.actor.liger becomes verl's model.use_liger: the FSDP engine patches the model it builds with
+    Liger-Kernel (module-level, so the hf sampler built later gets the kernels too; tests/test_gpu.py)."""
+    import tomllib
+    from pathlib import Path
+
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+
+    from kit.config import LIGER_VERSION
+
+    source = inspect.getsource(FSDPEngine._build_module)
+    assert "if use_liger:" in source and "_apply_liger_kernel_to_instance(" in source
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert all(f"liger-kernel=={LIGER_VERSION}" in extras[gpu] for gpu in ("vllm", "sglang"))
+
+
 def test_verls_update_frees_the_gradients_before_it_offloads_anything():
     """Nothing holds the gradients through the rollout after an update: verl's train_mini_batch runs in the FSDP
     engine's train_mode context, whose exit sets them to None before it moves weights or optimizer state to the CPU
