@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (see ../shared/gpu/README.md): unpack what the calls carried and put it on the path.
-# - verl's bundle .gpu/site.tar.xz (../shared/gpu/make-bundle gguf==0.19.0 cachetools==6.2.2), carried as is, or
+# - verl's bundle .gpu/site.tar.xz (../shared/gpu/make-bundle gguf==0.19.0 cachetools==6.2.2 liger-kernel==0.8.5),
+#   carried as is, or
 # - carry.tar, split over back-to-back calls into /tmp/parts (../shared/gpu/split-carry): site.tar.xz, then
 #   optionally vllm.tar.xz (vLLM and what it needs beyond the image), and SmolLM2's GGUF;
 # - optionally .gpu/trl.tar.xz (TRL, for bench/trl_bench.py) and .gpu/smollm2-tok (SmolLM2's config and tokenizer).
