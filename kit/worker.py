@@ -99,9 +99,8 @@ class KitWorker(ActorRolloutRefWorker):
         set_expandable_segments(True)
         try:
             return super().update_actor(data)
-        finally:
+        finally:  # (the sampler, rebuilt at the next rollout, empties the cache first)
             set_expandable_segments(False)  # the sampler's CUDA graphs capture from ordinary segments
-            torch.cuda.empty_cache()
 
     def _sampler(self, cuda_graphs: bool, compiled: bool) -> Sampler:
         """The hf engine's sampler (kit/sampler.py), built at the first rollout: the actor's model, unsharded, in
