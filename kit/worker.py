@@ -22,7 +22,7 @@ from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, lora, on_policy, padding, single_rank, token_log_probs
+from kit import causal_padding, cpu_platform, lora, on_policy, optimizer_offload, padding, single_rank, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
@@ -58,6 +58,7 @@ class KitWorker(ActorRolloutRefWorker):
         # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/on_policy.py)
         self.set_loss_fn(partial(on_policy.ppo_loss, config=self.loss_fn.keywords["config"]))
         single_rank.step_local_tensors(self.actor.engine)  # clipping and AdamW on plain tensors when one rank holds all
+        optimizer_offload.state_on_device_for_the_step_only(self.actor.engine)
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def generate(self, prompts: TensorDict) -> TensorDict:
@@ -93,8 +94,8 @@ class KitWorker(ActorRolloutRefWorker):
             self.sampler = self.sampler_policy = None
         if not (free_sampler and get_device_name() == "cuda"):
             return super().update_actor(data)
-        # A 7B run (lease 8) kept 19.7 GiB more after its update than before it, with the cache emptied, and its next
-        # rollout ran out of memory: whether this is the cure is not yet measured.
+        # (A 7B run's second update ran out of memory in leases 6 to 9, blamed on fragmentation until lease 9 showed
+        # verl's engine loading AdamW's offloaded state for the whole update: kit/optimizer_offload.py.)
         torch.cuda.empty_cache()
         set_expandable_segments(True)
         try:

@@ -65,3 +65,26 @@ def test_the_sampler_with_ligers_kernels_has_the_models_log_probs(tiny_model_dir
     unpatched = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
     reference = trainer_log_probs(unpatched.cuda().eval(), input_ids, prompt_mask, responses, mask, temperature=0.7)
     assert torch.allclose(log_probs[kept], reference[kept], atol=1e-3)
+
+
+def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path):
+    """kit/optimizer_offload.py: verl's engine alone loads an offloaded optimizer's state as each update begins, so
+    it sits on the GPU through the forward and backward (what ran a 7B run's second update out of memory, lease 9).
+    With the kit's change the state is in pinned CPU memory then and afterwards, and the weights and state equal
+    those of the same steps without offload."""
+    from test_verl_contract import offloaded_updates, one_rank_process_group
+
+    def local(value):
+        return value.to_local() if hasattr(value, "to_local") else value
+
+    with one_rank_process_group(tmp_path, "nccl"):
+        _, verl_seen = offloaded_updates("cuda", optimizer_offload=True, kit=False)
+        kit, kit_seen = offloaded_updates("cuda", optimizer_offload=True)
+        plain, _ = offloaded_updates("cuda", optimizer_offload=False)
+    assert verl_seen == [set(), {"cuda"}, {"cuda"}]
+    assert kit_seen == [set(), {"cpu"}, {"cpu"}]
+    for p, q in zip(kit.module.parameters(), plain.module.parameters()):
+        assert torch.equal(local(p), local(q))
+        for key, value in kit.optimizer.state[p].items():
+            assert value.device.type == "cpu" and local(value).is_pinned(), key
+            assert torch.equal(local(value), local(plain.optimizer.state[q][key]).cpu()), key

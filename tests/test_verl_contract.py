@@ -2,6 +2,7 @@
 with a clear name rather than somewhere inside a Ray worker."""
 
 import inspect
+from contextlib import contextmanager
 from importlib.metadata import version
 from types import SimpleNamespace
 
@@ -304,6 +305,85 @@ def test_verls_update_frees_the_gradients_before_it_offloads_anything():
         assert all(p.grad is not None for p in engine.module.parameters())
         engine.optimizer.step()
     assert all(p.grad is None for p in engine.module.parameters())
+
+
+def offloaded_updates(device: str, optimizer_offload: bool, kit: bool = True, updates: int = 3):
+    """Updates of verl's FSDP engine (its train_mode context around a backward and its optimizer_step) of a small
+    model fully sharded over a one-rank mesh, with the kit's changes as kit/worker.py makes them (kit=False: verl's
+    own); and the devices of the optimizer's state during each update's forward and backward."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from verl.workers.engine.fsdp.transformer_impl import EngineTrainModeCtx, FSDPEngine
+
+    from kit import optimizer_offload as kit_offload
+    from kit import single_rank
+
+    engine = FSDPEngine.__new__(FSDPEngine)  # the engine's own code on its attributes, in this process's group
+    torch.manual_seed(0)
+    engine.module = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)).to(device)
+    fully_shard(engine.module, mesh=init_device_mesh(device, (1,)))
+    engine.optimizer = torch.optim.AdamW(engine.module.parameters(), lr=1e-2, fused=device == "cuda")
+    engine.optimizer_config, engine.engine_config = SimpleNamespace(clip_grad=1.0), SimpleNamespace(forward_only=False)
+    engine.ulysses_parallel_group, engine._qat_enabled = None, False
+    engine._is_offload_param, engine._is_offload_optimizer = False, optimizer_offload
+    if kit:
+        single_rank.step_local_tensors(engine)
+        kit_offload.state_on_device_for_the_step_only(engine)
+    seen = []
+    for _ in range(updates):
+        with EngineTrainModeCtx(engine):
+            seen.append({value.device.type for state in engine.optimizer.state.values() for value in state.values()
+                         if isinstance(value, torch.Tensor)})
+            engine.module(torch.ones(4, 8, device=device)).square().sum().backward()
+            engine.optimizer_step()
+    return engine, seen
+
+
+@contextmanager
+def one_rank_process_group(tmp_path, backend: str):
+    import torch.distributed as dist
+
+    dist.init_process_group(backend, init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_kit_moves_an_offloaded_optimizer_for_its_steps_only(tmp_path, monkeypatch):
+    """kit/optimizer_offload.py: verl's train_mode context loads an offloaded optimizer's state as an update begins
+    and offloads it as the update ends, through FSDPEngine.to; with the kit's change only the optimizer step loads
+    it and copies it back, and the steps give the same weights and state as without offload. (On a CPU nothing
+    moves: tests/test_gpu.py checks where the state is on a GPU.)"""
+    from verl.workers.engine.fsdp import transformer_impl
+
+    from kit import optimizer_offload
+
+    calls = []
+    def recorded(name, function):
+        def call(*args, **kwargs):
+            calls.append(name(*args, **kwargs))
+            return function(*args, **kwargs)
+        return call
+    monkeypatch.setattr(transformer_impl.FSDPEngine, "to", recorded(
+        lambda engine, device, optimizer=True, **_: "verl moves the optimizer" if optimizer else "verl moves the rest",
+        transformer_impl.FSDPEngine.to))
+    monkeypatch.setattr(optimizer_offload, "load_fsdp_optimizer",
+                        recorded(lambda *_: "kit loads", optimizer_offload.load_fsdp_optimizer))
+    monkeypatch.setattr(optimizer_offload, "to_host", recorded(lambda *_: "kit offloads", optimizer_offload.to_host))
+    with one_rank_process_group(tmp_path, "gloo"):
+        offloaded_updates("cpu", optimizer_offload=True, kit=False, updates=2)
+        assert calls == ["verl moves the optimizer"] * 4  # as each update begins and as it ends
+        calls.clear()
+        kit, _ = offloaded_updates("cpu", optimizer_offload=True)
+        assert calls == ["verl moves the rest", "kit loads", "kit offloads", "verl moves the rest"] * 3
+        plain, _ = offloaded_updates("cpu", optimizer_offload=False)
+    for p, q in zip(kit.module.parameters(), plain.module.parameters()):
+        assert torch.equal(p.full_tensor(), q.full_tensor())
+        assert kit.optimizer.state[p].keys() == plain.optimizer.state[q].keys() == {"step", "exp_avg", "exp_avg_sq"}
+        for key, value in kit.optimizer.state[p].items():
+            assert torch.equal(*(v.full_tensor() if hasattr(v, "full_tensor") else v
+                                 for v in (value, plain.optimizer.state[q][key]))), key
 
 
 @pytest.mark.parametrize("fused", [False, True])
