@@ -2,7 +2,7 @@
 
 A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters, T of them trained, W workers):
 - resident: fp32 weights sharded 4P/W (none between uses with param_offload); AdamW's two fp32 moments 8T/W (none
-  outside the optimizer step with optimizer_offload);
+  outside the optimizer step with optimizer_offload: kit/optimizer_offload.py);
 - generation: the hf sampler's bf16 copy 2P and its KV cache for this worker's rows (kept through the update
   unless inference.free_sampler); vllm/sglang take gpu_memory_utilization of the GPU while awake (asleep for the
   update);

@@ -98,17 +98,14 @@ def test_bad_setup_is_one_line_before_any_worker_starts(tmp_path, monkeypatch, c
     assert not ray.is_initialized()  # found before any worker started
 
 
-@pytest.mark.parametrize("name, message", [
-    ("raises", "raised ValueError: cannot parse the answer"),
-    ("returns_text", "returned '1.0': it must return a finite number"),
-    ("returns_nan", "returned nan"),
-])
-def test_a_bad_reward_function_mid_run_is_one_line_without_traceback(tmp_path, name, message):
+def test_a_bad_reward_function_mid_run_is_one_line_without_traceback(tmp_path):
+    """The whole run's path for a reward function that fails on every response; every other way a reward function
+    can fail comes out as the same KitError from the scorer (test_hostile: bad_rewards_score_zero_counted)."""
     result = run_kit(*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}",
                      "reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
-                     f"reward_model.custom_reward_function.name={name}")
+                     "reward_model.custom_reward_function.name=raises")
     assert result.returncode == 2
-    assert message in result.stderr
+    assert "raised ValueError: cannot parse the answer" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("verl-kit: error: ")
 
