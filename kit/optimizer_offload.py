@@ -6,7 +6,8 @@ tensors when it ends. On one H200 with the Qwen2.5-7B shape (README, Measured, l
 - from the second update on, the moments (8 bytes per trained parameter, 56.8 GiB) sat on the GPU through every
   forward and backward beside the weights and gradients, and that update ran out of memory, where the first one,
   whose moments appear only at its step, peaked at 114.3 GiB;
-- copying them out to pageable memory took about 56 s of that first update's 126 s.
+- copying them out to pageable memory most likely took the last 56 s of that first update's 126 s (verl's MFU,
+  timed without the copy, puts the forward, backward and step at about 70 s).
 Here verl's engine leaves the state where it is when an update begins and ends; each optimizer step loads it
 (verl's own load), steps, and copies it back into pinned buffers that are kept from one step to the next.
 """
