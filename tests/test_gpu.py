@@ -67,6 +67,38 @@ def test_the_sampler_with_ligers_kernels_has_the_models_log_probs(tiny_model_dir
     assert torch.allclose(log_probs[kept], reference[kept], atol=1e-3)
 
 
+def test_ligers_kernels_give_the_models_loss_and_gradients(tiny_model_dir):
+    """training.actor.liger (issue 17's fourth goal, before it can be on by default): the actor patched as verl
+    patches it (fused RMSNorm, SwiGLU and RoPE) has the unpatched model's loss and gradients; float32, so only the
+    kernels differ."""
+    monkey_patch = pytest.importorskip("liger_kernel.transformers.monkey_patch")
+    from transformers import AutoModelForCausalLM
+    from transformers.models.llama import modeling_llama
+
+    def loss_and_gradients(model):
+        ids = torch.randint(0, model.config.vocab_size, (4, 64), generator=torch.Generator().manual_seed(0)).cuda()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
+                                                    attn_implementation="sdpa").cuda()
+
+    plain_loss, plain_gradients = loss_and_gradients(load())
+    saved = dict(vars(modeling_llama))  # Liger replaces the module's classes and functions: restored below
+    try:
+        patched = load()
+        monkey_patch._apply_liger_kernel_to_instance(model=patched, fused_linear_cross_entropy=False, swiglu=True)
+        assert type(patched.model.norm).__name__ == "LigerRMSNorm"
+        loss, gradients = loss_and_gradients(patched)
+    finally:
+        vars(modeling_llama).update(saved)
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(gradient, plain_gradients[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path):
     """kit/optimizer_offload.py: verl's engine alone loads an offloaded optimizer's state as each update begins, so
     it sits on the GPU through the forward and backward (what ran a 7B run's second update out of memory, lease 9).
