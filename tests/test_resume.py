@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT
 from test_end_to_end import TINY, run_kit
 
@@ -64,24 +66,40 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["global_step_3", "global_step_4"]  # keep_last_n=2
 
 
-def test_finished_run_says_so_unless_killed_before_its_export(tmp_path):
-    args = [*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}"]
-    assert run_kit(*args).returncode == 0
+FINISHED = [*TINY, "steps_per_epoch=2", "save_every=1"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny run of two steps, a checkpoint after each, exported: each test below changes a copy of it."""
+    out = tmp_path_factory.mktemp("finished")
+    assert run_kit(*FINISHED, f"output_dir={out}").returncode == 0
+    return out
+
+
+def copy_of(run, tmp_path):
+    shutil.copytree(run, tmp_path / "run")  # with the files' times, which tell a finished run
+    return tmp_path / "run"
+
+
+def test_finished_run_says_so_unless_killed_before_its_export(finished_run, tmp_path):
+    out = copy_of(finished_run, tmp_path)
+    args = [*FINISHED, f"output_dir={out}"]
     again = run_kit(*args)
     assert again.returncode == 0
     assert "this run already finished" in again.stdout
-    assert "step 1 of 1" in again.stdout
+    assert "step 2 of 2" in again.stdout
 
     # What a SIGKILL after the last checkpoint leaves (bench/kill_resume.py hit it): the export half-written
     # under its scratch name, the plot older than the checkpoint. The rerun resumes and writes both.
-    weights = (tmp_path / "hf_model" / "model.safetensors").read_bytes()
-    (tmp_path / "hf_model").rename(tmp_path / ".hf_model.partial")
-    os.utime(tmp_path / "metrics.png", (0, 0))
+    weights = (out / "hf_model" / "model.safetensors").read_bytes()
+    (out / "hf_model").rename(out / ".hf_model.partial")
+    os.utime(out / "metrics.png", (0, 0))
     resumed = run_kit(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "done: Hugging Face model" in resumed.stdout
-    assert (tmp_path / "hf_model" / "model.safetensors").read_bytes() == weights
-    assert outputs_written_after(tmp_path, tmp_path / "checkpoints" / "global_step_1") and not list(tmp_path.glob(".*"))
+    assert (out / "hf_model" / "model.safetensors").read_bytes() == weights
+    assert outputs_written_after(out, out / "checkpoints" / "global_step_2") and not list(out.glob(".*"))
 
 
 def test_a_run_is_finished_once_its_export_and_plot_follow_its_last_checkpoint(tmp_path):
@@ -98,10 +116,10 @@ def test_a_run_is_finished_once_its_export_and_plot_follow_its_last_checkpoint(t
     assert not outputs_written_after(tmp_path, checkpoint)
 
 
-def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(tmp_path):
-    args = [*TINY, "save_every=1", f"output_dir={tmp_path}"]
-    assert run_kit(*args, "steps_per_epoch=2").returncode == 0
-    newest = tmp_path / "checkpoints" / "global_step_2"
+def test_corrupt_checkpoint_is_skipped_and_a_mismatch_is_named(finished_run, tmp_path):
+    out = copy_of(finished_run, tmp_path)
+    args = [*TINY, "save_every=1", f"output_dir={out}"]
+    newest = out / "checkpoints" / "global_step_2"
     weights = newest / "actor" / "model_world_size_1_rank_0.pt"
     weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
 
