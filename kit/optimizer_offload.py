@@ -51,7 +51,7 @@ def to_host(optimizer, host: dict):
                 if not isinstance(value, torch.Tensor) or value.device.type == "cpu":
                     continue
                 kept = host.get((id(param), key))
-                if kept is None or kept.shape != value.shape or kept.dtype != value.dtype:
+                if kept is None:
                     kept = host[(id(param), key)] = on_host_like(value)
                 local(kept).copy_(local(value), non_blocking=True)
                 state[key] = kept

@@ -1,12 +1,33 @@
 """Tests that need a GPU (CI has none: they skip there). Run them on a lent GPU machine:
 python -m pytest -q tests/test_gpu.py"""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
 from kit import token_log_probs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+def float32_model(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").cuda()
+
+
+@contextmanager
+def ligers_module_patches():
+    """Liger replaces transformers' Llama classes and functions module-wide (models built inside see them): restored
+    when the block ends."""
+    from transformers.models.llama import modeling_llama
+
+    saved = dict(vars(modeling_llama))
+    try:
+        yield
+    finally:
+        vars(modeling_llama).update(saved)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -34,19 +55,13 @@ def test_the_sampler_with_ligers_kernels_has_the_models_log_probs(tiny_model_dir
     sampler built after it (fused RMSNorm, SwiGLU, RoPE inside its CUDA graphs). The sampler's log-probs then equal a
     full forward of the patched model, and stay near the unpatched model's. float32, so only kernels differ."""
     monkey_patch = pytest.importorskip("liger_kernel.transformers.monkey_patch")
-    from transformers import AutoModelForCausalLM
-    from transformers.models.llama import modeling_llama
-
     from kit.sampler import Sampler
     from test_sampler import PROMPTS, encoded, trainer_log_probs
 
-    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    plain = plain.cuda().eval()
-    saved = dict(vars(modeling_llama))  # Liger replaces the module's classes and functions: restored below
-    try:
-        monkey_patch._apply_liger_kernel_to_instance(model=plain, fused_linear_cross_entropy=False, swiglu=True)
-        patched = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
-        patched = patched.cuda().eval()
+    with ligers_module_patches():
+        monkey_patch._apply_liger_kernel_to_instance(model=float32_model(tiny_model_dir).eval(),
+                                                     fused_linear_cross_entropy=False, swiglu=True)
+        patched = float32_model(tiny_model_dir).eval()
         assert type(patched.model.norm).__name__ == "LigerRMSNorm"
         sampler = Sampler(patched.config, torch.float32, torch.device("cuda"), cuda_graphs=True)
         assert type(sampler.model.model.norm).__name__ == "LigerRMSNorm"
@@ -60,10 +75,8 @@ def test_the_sampler_with_ligers_kernels_has_the_models_log_probs(tiny_model_dir
         kept = mask.bool()
         expected = trainer_log_probs(patched, input_ids, prompt_mask, responses, mask, temperature=0.7)
         assert torch.allclose(log_probs[kept], expected[kept], atol=1e-4)
-    finally:
-        vars(modeling_llama).update(saved)
-    unpatched = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    reference = trainer_log_probs(unpatched.cuda().eval(), input_ids, prompt_mask, responses, mask, temperature=0.7)
+    reference = trainer_log_probs(float32_model(tiny_model_dir).eval(), input_ids, prompt_mask, responses, mask,
+                                  temperature=0.7)
     assert torch.allclose(log_probs[kept], reference[kept], atol=1e-3)
 
 
@@ -72,8 +85,6 @@ def test_ligers_kernels_give_the_models_loss_and_gradients(tiny_model_dir):
     patches it (fused RMSNorm, SwiGLU and RoPE) has the unpatched model's loss and gradients; float32, so only the
     kernels differ."""
     monkey_patch = pytest.importorskip("liger_kernel.transformers.monkey_patch")
-    from transformers import AutoModelForCausalLM
-    from transformers.models.llama import modeling_llama
 
     def loss_and_gradients(model):
         ids = torch.randint(0, model.config.vocab_size, (4, 64), generator=torch.Generator().manual_seed(0)).cuda()
@@ -81,19 +92,12 @@ def test_ligers_kernels_give_the_models_loss_and_gradients(tiny_model_dir):
         loss.backward()
         return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
 
-    def load():
-        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
-                                                    attn_implementation="sdpa").cuda()
-
-    plain_loss, plain_gradients = loss_and_gradients(load())
-    saved = dict(vars(modeling_llama))  # Liger replaces the module's classes and functions: restored below
-    try:
-        patched = load()
+    plain_loss, plain_gradients = loss_and_gradients(float32_model(tiny_model_dir))
+    with ligers_module_patches():
+        patched = float32_model(tiny_model_dir)
         monkey_patch._apply_liger_kernel_to_instance(model=patched, fused_linear_cross_entropy=False, swiglu=True)
         assert type(patched.model.norm).__name__ == "LigerRMSNorm"
         loss, gradients = loss_and_gradients(patched)
-    finally:
-        vars(modeling_llama).update(saved)
     torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
     for name, gradient in gradients.items():
         torch.testing.assert_close(gradient, plain_gradients[name], rtol=1e-3, atol=1e-5, msg=name)
@@ -106,8 +110,7 @@ def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path
     those of the same steps without offload."""
     from test_verl_contract import offloaded_updates, one_rank_process_group
 
-    def local(value):
-        return value.to_local() if hasattr(value, "to_local") else value
+    from kit.optimizer_offload import local
 
     with one_rank_process_group(tmp_path, "nccl"):
         _, verl_seen = offloaded_updates("cuda", optimizer_offload=True, kit=False)
