@@ -1,16 +1,20 @@
-"""training.actor.optimizer_offload as the kit runs it: AdamW's state in pinned CPU memory, on the GPU for the
+"""training.actor.optimizer_offload as the kit runs it: AdamW's state in page-locked CPU memory, on the GPU for the
 optimizer step only.
 
-verl's FSDP engine moves an offloaded optimizer's state to the GPU when an update begins and to new pageable CPU
-tensors when it ends. On one H200 with the Qwen2.5-7B shape (README, Measured, lease 9) that cost twice:
-- from the second update on, the moments (8 bytes per trained parameter, 56.8 GiB) sat on the GPU through every
-  forward and backward beside the weights and gradients, and that update ran out of memory, where the first one,
-  whose moments appear only at its step, peaked at 114.3 GiB;
-- copying them out to pageable memory most likely took the last 56 s of that first update's 126 s (verl's MFU,
-  timed without the copy, puts the forward, backward and step at about 70 s).
-Here verl's engine leaves the state where it is when an update begins and ends; each optimizer step loads it
-(verl's own load), steps, and copies it back into pinned buffers that are kept from one step to the next.
+verl's FSDP engine moves an offloaded optimizer's state to the GPU when an update begins and to new CPU tensors
+when it ends, so from the second update on the moments (8 bytes per trained parameter, 56.8 GiB for Qwen2.5-7B)
+sit on the GPU through every forward and backward: on one H200 that update ran out of memory (README, Measured,
+lease 9). Here verl's engine leaves the state where it is when an update begins and ends; each optimizer step
+loads it (verl's own load), steps, and copies it back into CPU buffers kept from one step to the next (lease 10:
+the second update ran, in 67.7 s, at the first one's peak).
+
+The buffers are page-locked where they are (cudaHostRegister), not taken from torch's pinned allocator, which
+rounds every block up to a power of two: a Qwen2.5-7B MLP weight's moment (271.6 MB) would take a 512 MiB block,
+about 116 GB for the two moments instead of 61, which most likely ran lease 10's 128 GB machine out of memory
+when the Hugging Face export added the fp32 weights (30.5 GB) beside them.
 """
+
+import mmap
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -20,7 +24,7 @@ from verl.utils.fsdp_utils import load_fsdp_optimizer
 
 def state_on_device_for_the_step_only(engine):
     """Change verl's FSDP engine (with optimizer offload on) so that its optimizer state is on the device only inside
-    `optimizer_step`, and in pinned CPU memory otherwise."""
+    `optimizer_step`, and in page-locked CPU memory otherwise."""
     if not engine.is_optimizer_offload_enabled:
         return
     move, step = engine.to, engine.optimizer_step
@@ -42,8 +46,8 @@ def state_on_device_for_the_step_only(engine):
 
 @torch.no_grad()
 def to_host(optimizer, host: dict):
-    """Copy every state tensor that is on a device into its CPU tensor in `host` (made at the first copy: pinned
-    where CUDA is, so that the copies run at the bus's speed) and keep the CPU one in the optimizer's state."""
+    """Copy every state tensor that is on a device into its CPU tensor in `host` (made at the first copy) and keep
+    the CPU one in the optimizer's state."""
     for group in optimizer.param_groups:
         for param in group["params"]:
             state = optimizer.state.get(param, {})
@@ -60,9 +64,34 @@ def to_host(optimizer, host: dict):
 
 
 def on_host_like(value: torch.Tensor) -> torch.Tensor:
-    """An empty CPU tensor like value (for a DTensor, a DTensor like it whose local tensor is on the CPU, as verl's
-    offload makes them; DTensor.from_local would move it to the mesh's device)."""
-    return torch.empty_like(value, device="cpu", pin_memory=torch.cuda.is_available())
+    """An empty CPU tensor like value, page-locked where CUDA is (for a DTensor, a DTensor like it whose local tensor
+    is on the CPU, as verl's offload makes them; DTensor.from_local would move it to the mesh's device)."""
+    kept = torch.empty_like(value, device="cpu")
+    if torch.cuda.is_available() and kept.numel():
+        page_lock(local(kept))
+    return kept
+
+
+def page_lock(tensor: torch.Tensor):
+    """Page-lock a CPU tensor's memory for the rest of the process (its buffer is kept that long), so that copies to
+    and from the GPU run at the bus's speed."""
+    start, length = own_pages(tensor)
+    cudart = torch.cuda.cudart()
+    error = cudart.cudaHostRegister(start, length, 0)
+    if error != cudart.cudaError.success:  # CUDA keeps the error for the next kernel launch: stop here, clearly
+        raise RuntimeError(f"optimizer_offload: CUDA could not page-lock {length / 2**30:.1f} GiB of CPU memory for "
+                           f"the optimizer state ({cudart.cudaGetErrorString(error)})")
+
+
+def own_pages(tensor: torch.Tensor) -> tuple[int, int]:
+    """Move a contiguous CPU tensor into whole memory pages that no other tensor shares (CUDA refuses to page-lock a
+    page twice); returns the address and length of those pages."""
+    page = mmap.PAGESIZE
+    length = -(-tensor.numel() * tensor.element_size() // page) * page
+    buffer = torch.empty(length + page, dtype=torch.uint8)
+    skip = -buffer.data_ptr() % page  # to the first page boundary: a multiple of the allocator's 64-byte alignment
+    tensor.set_(buffer.untyped_storage(), skip // tensor.element_size(), tensor.shape, tensor.stride())
+    return buffer.data_ptr() + skip, length
 
 
 def local(value: torch.Tensor) -> torch.Tensor:

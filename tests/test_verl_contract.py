@@ -440,3 +440,25 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
                                      for v in (value, verl_state[key]))), key
     finally:
         dist.destroy_process_group()
+
+
+@torch.no_grad()
+def test_a_kept_optimizer_state_buffer_has_whole_pages_of_its_own(tmp_path):
+    """kit/optimizer_offload.own_pages, what page-locking needs on a GPU (CUDA refuses a page twice, and torch's
+    pinned allocator rounds every block up to a power of two): a DTensor's CPU local tensor moved into whole pages
+    it alone uses, shape and values kept, and still the DTensor's."""
+    import mmap
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from kit.optimizer_offload import local, on_host_like, own_pages
+
+    with one_rank_process_group(tmp_path, "gloo"):
+        value = distribute_tensor(torch.randn(3, 5), init_device_mesh("cpu", (1,)), [Shard(0)])
+        kept = on_host_like(value)
+        start, length = own_pages(local(kept))
+        local(kept).copy_(local(value))
+        assert local(kept).data_ptr() == start and start % mmap.PAGESIZE == 0 and length == mmap.PAGESIZE
+        assert kept.shape == value.shape and local(kept).stride() == local(value).stride()
+        assert torch.equal(kept.full_tensor(), value.full_tensor())
