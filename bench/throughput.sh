@@ -34,8 +34,8 @@
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
 #   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
-#   liger              kit only: training.actor.liger=true (Liger-Kernel in the actor and the hf sampler; the bundle
-#                      must carry liger-kernel)
+#   liger, noliger     kit only: training.actor.liger=true or false (Liger-Kernel in the actor and the hf sampler; the
+#                      bundle must carry liger-kernel); neither: the default, auto (on from 65,536 response tokens a step)
 #   compile            kit only: inference.compile=true (the hf sampler's decode step through torch.compile)
 #   *learn*            learning runs instead: the kit's default task for 100 steps (held-out accuracy every 10),
 #                      TRL's learn mode, on the real SmolLM2-135M-Instruct
@@ -88,6 +88,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     [[ -n $tokens ]] && cmd+=" training.actor.max_tokens_per_gpu=$tokens"
     [[ -n $fused ]] && cmd+=" training.actor.fused_kernels=$fused"
     [[ $name == *-liger* ]] && cmd+=" training.actor.liger=true"
+    [[ $name == *-noliger* ]] && cmd+=" training.actor.liger=false"
     [[ -n $prompts ]] && cmd+=" batch_size=$prompts"
     [[ $name == *-offload* ]] && cmd+=" training.actor.param_offload=true training.actor.optimizer_offload=true"
     [[ $name == *-optoffload* ]] && cmd+=" training.actor.optimizer_offload=true"

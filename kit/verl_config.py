@@ -61,7 +61,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "trainer.device": "cuda" if on_gpu else "cpu",
         **{f"actor_rollout_ref.model.{key}": value for key, value in (model | lora).items()},
         "actor_rollout_ref.model.use_fused_kernels": actor.fused_kernels != "none",
-        "actor_rollout_ref.model.use_liger": actor.liger,
+        "actor_rollout_ref.model.use_liger": actor.liger is True,  # resolve_hardware decides 'auto'
         "actor_rollout_ref.model.fused_kernel_options.impl_backend": None if actor.fused_kernels == "none" else actor.fused_kernels,
         "actor_rollout_ref.actor.strategy": actor.strategy,
         "actor_rollout_ref.actor.optim.lr": actor.lr,

@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, kit_config
 from omegaconf import OmegaConf
 
-from kit.config import load_config, resolve_hardware
+from kit.config import LIGER_PACKAGES, load_config, resolve_hardware
 from kit.errors import KitError
 
 
@@ -102,7 +102,29 @@ def test_liger_reaches_verls_model_config_on_gpus_and_is_refused_where_it_cannot
     with pytest.raises(KitError, match=r"needs liger-kernel and triton; liger_kernel is not installed: pip install "
                                        r"liger-kernel==0\.8\.5"):
         resolve_hardware(kit_config("training.actor.liger=true"), node_gpus=[1])
-    resolve_hardware(kit_config(), node_gpus=[1])  # off by default: nothing checked
+    resolve_hardware(kit_config("training.actor.liger=false"), node_gpus=[1])  # off: nothing checked
+
+
+def test_liger_auto_is_on_for_large_steps_on_gpus_with_the_package(monkeypatch):
+    import importlib.util
+
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in LIGER_PACKAGES else installed(name))
+
+    def liger(*overrides, node_gpus=(1,)):
+        cfg = kit_config(*overrides)
+        resolve_hardware(cfg, node_gpus=list(node_gpus))
+        return cfg.training.actor.liger
+
+    large = ("batch_size=64", "inference.max_response_length=256")  # 64 x 8 x 256 = 131,072 response tokens a step
+    assert liger(*large) is True
+    assert liger() is False  # the default task: 16 x 8 x 8 tokens, where Liger only adds its compiling
+    assert liger(*large, node_gpus=[0]) is False
+    assert liger(*large, "inference.compile=true") is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "liger_kernel" else installed(name))
+    assert liger(*large) is False
+    with pytest.raises(KitError, match="'training.actor.liger' must be auto, true or false, got 'fast'"):
+        kit_config("training.actor.liger=fast")
 
 
 def test_workers_are_laid_out_node_by_node_on_a_cluster():
