@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The kit against TRL's GRPOTrainer on the lent GPU machine: runs in /tmp/runs/bench/<name>/, results copied to
-# $OUT/<name>/ (kit: metrics.jsonl; TRL: result.json; both: gpu_mem.csv, log_tail.txt). Table: python
+# $OUT/<name>/ (kit: metrics.jsonl; TRL: result.json; both: gpu_mem.csv, log_tail.txt) and all in $OUT/runs.tar.gz. Table: python
 # bench/bench_table.py DIR. A lent-GPU call lasts at most 10 minutes, so the first call starts the runs in the
 # background and every call waits up to WAIT_S seconds, then copies what there is: call again (RUNs are then
 # ignored) to follow them. Other runs afterwards: rm -r /tmp/runs/bench (or only its status file) first.
@@ -165,4 +165,7 @@ for dir in $root/*/; do
 done
 # Ray keeps the workers' and servers' own logs: their errors, for a kit run that failed
 grep -l -i -E "error|traceback" /tmp/ray/session_latest/logs/*.err 2> /dev/null | head -20 | xargs -r tail -n 60 > $OUT/ray_errors.txt 2> /dev/null
+# Also all of it in one file: a call returns only so many files (lease 10 lost most runs' loose copies that way);
+# tar -xzf runs.tar.gz gives the same folders
+(cd $OUT && tar -czf runs.tar.gz --exclude runs.tar.gz *)
 true
