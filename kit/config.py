@@ -16,6 +16,7 @@ POSITIVE_INTS = ("num_cpu_workers", "num_epochs", "steps_per_epoch", "batch_size
                  "inference.max_calls_per_turn", "inference.max_tool_output", "inference.tensor_parallel_size",
                  "inference.max_num_batched_tokens")
 LIGER_VERSION = "0.8.5"  # pyproject.toml's GPU extras pin it
+LIGER_PACKAGES = ("liger_kernel", "triton")  # triton comes with torch's CUDA builds
 # training.actor.liger 'auto' turns Liger on from this many response tokens a step (batch_size x n_generations x
 # max_response_length). Measured on an H200 (README, Measured, leases 9 and 10): steps 1.27x faster at 131,072 (the
 # SmolLM2 shape) and 1.24x at 524,288 (Qwen2.5-0.5B); at the default task's 1,024 no faster, with 2.7 s of Triton
@@ -273,9 +274,6 @@ def _resolve_liger(cfg: DictConfig):
     if cfg.inference.compile:
         raise KitError("training.actor.liger and inference.compile both fuse the sampler's small kernels, and the "
                        "two together are untested: set one of them false")
-
-
-LIGER_PACKAGES = ("liger_kernel", "triton")  # triton comes with torch's CUDA builds
 
 
 def _check_choice(cfg: DictConfig, key: str, choices: tuple):

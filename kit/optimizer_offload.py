@@ -84,8 +84,8 @@ def page_lock(tensor: torch.Tensor):
 
 
 def own_pages(tensor: torch.Tensor) -> tuple[int, int]:
-    """Move a contiguous CPU tensor into whole memory pages that no other tensor shares (CUDA refuses to page-lock a
-    page twice); returns the address and length of those pages."""
+    """Move a dense CPU tensor (as empty_like makes it) into whole memory pages that no other tensor shares (CUDA
+    refuses to page-lock a page twice); returns the address and length of those pages."""
     page = mmap.PAGESIZE
     length = -(-tensor.numel() * tensor.element_size() // page) * page
     buffer = torch.empty(length + page, dtype=torch.uint8)
