@@ -17,9 +17,10 @@ when the Hugging Face export added the fp32 weights (30.5 GB) beside them.
 import mmap
 
 import torch
-from torch.distributed.tensor import DTensor
 from verl.utils.device import get_device_id
 from verl.utils.fsdp_utils import load_fsdp_optimizer
+
+from kit.single_rank import local_tensor
 
 
 def state_on_device_for_the_step_only(engine):
@@ -57,7 +58,7 @@ def to_host(optimizer, host: dict):
                 kept = host.get((id(param), key))
                 if kept is None:
                     kept = host[(id(param), key)] = on_host_like(value)
-                local(kept).copy_(local(value), non_blocking=True)
+                local_tensor(kept).copy_(local_tensor(value), non_blocking=True)
                 state[key] = kept
     if torch.cuda.is_available():
         torch.cuda.synchronize()  # the copies land before anything reads the CPU tensors (a checkpoint)
@@ -68,7 +69,7 @@ def on_host_like(value: torch.Tensor) -> torch.Tensor:
     is on the CPU, as verl's offload makes them; DTensor.from_local would move it to the mesh's device)."""
     kept = torch.empty_like(value, device="cpu")
     if torch.cuda.is_available() and kept.numel():
-        page_lock(local(kept))
+        page_lock(local_tensor(kept))
     return kept
 
 
@@ -92,7 +93,3 @@ def own_pages(tensor: torch.Tensor) -> tuple[int, int]:
     skip = -buffer.data_ptr() % page  # to the first page boundary: a multiple of the allocator's 64-byte alignment
     tensor.set_(buffer.untyped_storage(), skip // tensor.element_size(), tensor.shape, tensor.stride())
     return buffer.data_ptr() + skip, length
-
-
-def local(value: torch.Tensor) -> torch.Tensor:
-    return value.to_local() if isinstance(value, DTensor) else value

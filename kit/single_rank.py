@@ -68,7 +68,7 @@ def local_view(optimizer):
             local = param.to_local()
             local.grad = None if param.grad is None else param.grad.to_local()
             state = optimizer.state.pop(param, {})
-            views = {key: value.to_local() if isinstance(value, DTensor) else value for key, value in state.items()}
+            views = {key: local_tensor(value) for key, value in state.items()}
             optimizer.state[local] = dict(views)
             swapped.append((group, index, param, local, state, views))
             group["params"][index] = local
@@ -84,3 +84,8 @@ def local_view(optimizer):
                                                      stride=param.stride()) if value.shape == local.shape else value)
             if state:
                 optimizer.state[param] = state
+
+
+def local_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local tensor (the same storage); any other tensor as it is."""
+    return value.to_local() if isinstance(value, DTensor) else value

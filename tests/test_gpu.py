@@ -110,7 +110,7 @@ def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path
     those of the same steps without offload."""
     from test_verl_contract import offloaded_updates, one_rank_process_group
 
-    from kit.optimizer_offload import local
+    from kit.single_rank import local_tensor
 
     with one_rank_process_group(tmp_path, "nccl"):
         _, verl_seen = offloaded_updates("cuda", optimizer_offload=True, kit=False)
@@ -119,7 +119,7 @@ def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path
     assert verl_seen == [set(), {"cuda"}, {"cuda"}]
     assert kit_seen == [set(), {"cpu"}, {"cpu"}]
     for p, q in zip(kit.module.parameters(), plain.module.parameters()):
-        assert torch.equal(local(p), local(q))
+        assert torch.equal(local_tensor(p), local_tensor(q))
         for key, value in kit.optimizer.state[p].items():
-            assert value.device.type == "cpu" and local(value).is_pinned(), key
-            assert torch.equal(local(value), local(plain.optimizer.state[q][key]).cpu()), key
+            assert value.device.type == "cpu" and local_tensor(value).is_pinned(), key
+            assert torch.equal(local_tensor(value), local_tensor(plain.optimizer.state[q][key]).cpu()), key

@@ -339,6 +339,11 @@ def offloaded_updates(device: str, optimizer_offload: bool, kit: bool = True, up
     return engine, seen
 
 
+def whole(value):
+    """An optimizer state value as one tensor: a DTensor's full tensor, a plain tensor (the step count) as it is."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
 @contextmanager
 def one_rank_process_group(tmp_path, backend: str):
     import torch.distributed as dist
@@ -382,8 +387,7 @@ def test_the_kit_moves_an_offloaded_optimizer_for_its_steps_only(tmp_path, monke
         assert torch.equal(p.full_tensor(), q.full_tensor())
         assert kit.optimizer.state[p].keys() == plain.optimizer.state[q].keys() == {"step", "exp_avg", "exp_avg_sq"}
         for key, value in kit.optimizer.state[p].items():
-            assert torch.equal(*(v.full_tensor() if hasattr(v, "full_tensor") else v
-                                 for v in (value, plain.optimizer.state[q][key]))), key
+            assert torch.equal(whole(value), whole(plain.optimizer.state[q][key])), key
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -391,7 +395,6 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
     """kit/single_rank.py: on a one-rank mesh (one worker), clipping and AdamW on the DTensors' local tensors give the
     same gradient norms, weights and optimizer state (still DTensors, for checkpoints) as verl's DTensor path."""
     import torch
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModelForCausalLM
@@ -418,8 +421,7 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
             self.optimizer.step()
             return grad_norm
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
+    with one_rank_process_group(tmp_path, "gloo"):
         engines = {"verl": Engine(fsdp2_clip_grad_norm_), "kit": Engine(single_rank.clip_grad_norm_)}
         single_rank.step_local_tensors(engines["kit"])
         assert single_rank.on_one_rank(list(engines["kit"].module.parameters()))  # so the local path runs
@@ -436,10 +438,7 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
             verl_state, kit_state = engines["verl"].optimizer.state[p], engines["kit"].optimizer.state[q]
             assert {k: type(v) for k, v in kit_state.items()} == {k: type(v) for k, v in verl_state.items()}
             for key, value in kit_state.items():
-                assert torch.equal(*(v.full_tensor() if hasattr(v, "full_tensor") else v
-                                     for v in (value, verl_state[key]))), key
-    finally:
-        dist.destroy_process_group()
+                assert torch.equal(whole(value), whole(verl_state[key])), key
 
 
 @torch.no_grad()
@@ -452,13 +451,14 @@ def test_a_kept_optimizer_state_buffer_has_whole_pages_of_its_own(tmp_path):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    from kit.optimizer_offload import local, on_host_like, own_pages
+    from kit.optimizer_offload import on_host_like, own_pages
+    from kit.single_rank import local_tensor
 
     with one_rank_process_group(tmp_path, "gloo"):
         value = distribute_tensor(torch.randn(3, 5), init_device_mesh("cpu", (1,)), [Shard(0)])
         kept = on_host_like(value)
-        start, length = own_pages(local(kept))
-        local(kept).copy_(local(value))
-        assert local(kept).data_ptr() == start and start % mmap.PAGESIZE == 0 and length == mmap.PAGESIZE
-        assert kept.shape == value.shape and local(kept).stride() == local(value).stride()
+        start, length = own_pages(local_tensor(kept))
+        local_tensor(kept).copy_(local_tensor(value))
+        assert local_tensor(kept).data_ptr() == start and start % mmap.PAGESIZE == 0 and length == mmap.PAGESIZE
+        assert kept.shape == value.shape and local_tensor(kept).stride() == local_tensor(value).stride()
         assert torch.equal(kept.full_tensor(), value.full_tensor())
