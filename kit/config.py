@@ -19,8 +19,8 @@ LIGER_VERSION = "0.8.5"  # pyproject.toml's GPU extras pin it
 LIGER_PACKAGES = ("liger_kernel", "triton")  # triton comes with torch's CUDA builds
 # training.actor.liger 'auto' turns Liger on from this many response tokens a step (batch_size x n_generations x
 # max_response_length). Measured on an H200 (README, Measured, leases 9 and 10): steps 1.27x faster at 131,072 (the
-# SmolLM2 shape) and 1.24x at 524,288 (Qwen2.5-0.5B); at the default task's 1,024 no faster, with 2.7 s of Triton
-# compiling in the first update.
+# SmolLM2 shape) and 1.24x at 524,288 (Qwen2.5-0.5B); at the default task's 1,024 no faster, and its first step 2.7 s
+# longer (most likely Triton compiling its kernels).
 LIGER_AUTO_TOKENS = 65536
 CPU_TOKENS = 16384  # training.actor.max_tokens_per_gpu 'auto' where no GPU's memory sizes it
 # Keys whose default is null: any type passes the override check, so their values are checked here.
