@@ -85,11 +85,10 @@ def page_lock(tensor: torch.Tensor):
 
 
 def own_pages(tensor: torch.Tensor) -> tuple[int, int]:
-    """Move a dense CPU tensor (as empty_like makes it) into whole memory pages that no other tensor shares (CUDA
-    refuses to page-lock a page twice); returns the address and length of those pages."""
-    page = mmap.PAGESIZE
-    length = -(-tensor.numel() * tensor.element_size() // page) * page
-    buffer = torch.empty(length + page, dtype=torch.uint8)
-    skip = -buffer.data_ptr() % page  # to the first page boundary: a multiple of the allocator's 64-byte alignment
-    tensor.set_(buffer.untyped_storage(), skip // tensor.element_size(), tensor.shape, tensor.stride())
-    return buffer.data_ptr() + skip, length
+    """Move a dense CPU tensor (as empty_like makes it) into an anonymous memory mapping of its own: whole pages no
+    other tensor shares (CUDA refuses to page-lock a page twice), with the storage beginning at the first, where
+    torch's is_pinned looks; returns the address and length of those pages. The storage keeps the mapping alive."""
+    length = -(-tensor.numel() * tensor.element_size() // mmap.PAGESIZE) * mmap.PAGESIZE
+    pages = torch.frombuffer(mmap.mmap(-1, length), dtype=torch.uint8)
+    tensor.set_(pages.untyped_storage(), 0, tensor.shape, tensor.stride())
+    return pages.data_ptr(), length
