@@ -18,16 +18,13 @@ from verl.utils import model as verl_model
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
 from verl.utils import tensordict_utils as tu
 from verl.utils.device import get_device_name, set_expandable_segments
-from verl.utils.fsdp_utils import get_fsdp_full_state_dict
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, lora, on_policy, optimizer_offload, padding, single_rank, token_log_probs
+from kit import causal_padding, cpu_platform, export, on_policy, optimizer_offload, padding, single_rank, token_log_probs
 from kit.batching import rollout_layout
 from kit.checkpoints import limit_permissions
 from kit.sampler import Sampler
-
-LORA_ADAPTER = "lora_adapter"  # the export's peft folder, inside the Hugging Face one
 
 
 def _prepare_process():
@@ -126,19 +123,14 @@ class KitWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str):
         """Write the actor as a Hugging Face folder that `AutoModelForCausalLM.from_pretrained` loads; with LoRA
-        the adapters merged in, and the adapters alone as a peft folder in path/lora_adapter."""
-        module = self.actor.engine.module
+        the adapters merged in, and the adapters alone as a peft folder in path/lora_adapter (kit/export.py)."""
+        model_config = self.actor.model_config
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config.hf_config)
+        model.generation_config = model_config.generation_config or model.generation_config
         with weights_on_device(self.actor.engine):
-            state_dict = get_fsdp_full_state_dict(module, offload_to_cpu=True, rank0_only=True)
+            export.write_hf_folder(path, self.actor.engine.module, model)
         if torch.distributed.get_rank() == 0:
-            scaling = lora.scalings(module)
-            if scaling:
-                module.save_pretrained(f"{path}/{LORA_ADAPTER}", state_dict=state_dict)
-            model_config = self.actor.model_config
-            with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(model_config.hf_config)
-            model.generation_config = model_config.generation_config or model.generation_config
-            model.save_pretrained(path, state_dict=dict(lora.merged_weights(state_dict, scaling)))
             model_config.tokenizer.save_pretrained(path)
             limit_permissions(path, folders=0o755, files=0o644)  # others may read the model, never change it
         torch.distributed.barrier()

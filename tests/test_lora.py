@@ -16,7 +16,7 @@ import inference
 import training
 from kit.config import resolve_hardware
 from kit.verl_config import compose_verl_config, verl_overrides
-from kit.worker import LORA_ADAPTER
+from kit.export import LORA_ADAPTER
 
 LORA = ["training.actor.lora.rank=8", "training.actor.lora.alpha=16", "training.actor.lr=1e-2"]
 PROMPTS = ["What is 3 + 4?", "What is 1 + 2?"]
