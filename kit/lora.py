@@ -5,7 +5,7 @@ only them; the base weights stay frozen. The hf sampler and the Hugging Face exp
 adapted actor stands for: each adapted layer's weight W + scaling * B @ A, under the base model's names.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from peft.tuners.lora import LoraLayer
@@ -18,7 +18,8 @@ def scalings(module: torch.nn.Module) -> dict[str, float]:
     return {name: layer.scaling[ADAPTER] for name, layer in module.named_modules() if isinstance(layer, LoraLayer)}
 
 
-def merged_weights(tensors: dict[str, torch.Tensor], scaling: dict[str, float]) -> Iterator[tuple[str, torch.Tensor]]:
+def merged_weights(tensors: Mapping[str, torch.Tensor],
+                   scaling: dict[str, float]) -> Iterator[tuple[str, torch.Tensor]]:
     """(plain name, weight) for each base tensor of `tensors` (named_parameters or a state dict of the adapted
     model), with the adapter merged into each adapted layer's weight; the adapters' own tensors are dropped.
     Without adapters (empty `scaling`) the tensors pass through as they are."""
