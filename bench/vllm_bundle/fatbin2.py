@@ -1,4 +1,4 @@
-import struct, subprocess, collections
+import struct, subprocess
 def sect(path, name):
     out = subprocess.check_output(['readelf','-SW',path]).decode()
     for line in out.splitlines():
