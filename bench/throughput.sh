@@ -17,7 +17,8 @@
 #                      /tmp/site-vllm first) on the kit throughput run's task and settings; -v0: its legacy trainer
 #   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
 #   prof-*             the kit run of the same name (prof-default: kit-default) through bench/profile_update.py, 4 steps:
-#                      the third update profiled (torch.profiler; with *pyprof* cProfile; *first*: the first update,
+#                      the third update profiled (torch.profiler; with *pyprof* cProfile; *syncs*: the synchronizing
+#                      CUDA calls counted by call site; *first*: the first update,
 #                      warm-up included), into its result folder
 #   *qwen*             the random Qwen2.5-0.5B shape (*7b*: Qwen2.5-7B's), else the random SmolLM2-135M one
 #                      (bench/random_model.py)
@@ -99,6 +100,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     if [[ $name == prof-* ]]; then
       cmd="${cmd/python algorithm.py/python bench/profile_update.py $dir} steps_per_epoch=4"
       [[ $name == *pyprof* ]] && export PROFILE_PYTHON=1
+      [[ $name == *syncs* ]] && export PROFILE_SYNCS=1
       [[ $name == *first* ]] && export PROFILE_CALL=1
     fi
     [[ $name == *compile* ]] && cmd+=" inference.compile=true"
