@@ -11,6 +11,7 @@ once.
 import json
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -64,8 +65,10 @@ def write_hf_folder(path: str, module: torch.nn.Module, model: torch.nn.Module, 
         if rank0:
             module.save_pretrained(f"{path}/{LORA_ADAPTER}", state_dict=adapters)
     shards = write_shards(path, lora.merged_weights(weights, scaling), shard_bytes, rank0)
-    if rank0 and len(shards) > 1:
-        write_index(path, shards, model.num_parameters())
+    if rank0:
+        if len(shards) > 1:
+            write_index(path, shards, model.num_parameters())
+        follow_umask(path)
 
 
 def saved_names(model: torch.nn.Module) -> set[str]:
@@ -102,6 +105,15 @@ def write_shards(path: str, weights: Iterator[tuple[str, torch.Tensor]], shard_b
 def save_shard(path: str, number: int, tensors: dict[str, torch.Tensor]) -> dict[str, int]:
     save_file(tensors, f"{path}/.shard-{number}", metadata={"format": "pt"})
     return {name: nbytes(tensor) for name, tensor in tensors.items()}
+
+
+def follow_umask(path: str):
+    """Give the folder's safetensors files (the weights', the adapter's) the mode a new file gets under this
+    process's umask, as config.json has: safetensors writes them 0o600 whatever the umask."""
+    mask = os.umask(0o077)  # reading the umask means setting it: set back at once
+    os.umask(mask)
+    for file in Path(path).rglob("*.safetensors"):
+        file.chmod(0o666 & ~mask)
 
 
 def nbytes(tensor: torch.Tensor) -> int:

@@ -44,6 +44,7 @@ def test_two_steps_on_a_tiny_model(tmp_path):
     checkpoints, export = out / "checkpoints", out / "hf_model"
     assert all(path.stat().st_mode & 0o077 == 0 for path in [checkpoints, *checkpoints.rglob("*")])
     assert all(path.stat().st_mode & 0o022 == 0 for path in [export, *export.rglob("*")])
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in export.rglob("*"))  # others may read it, weights too
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [row for row in rows if "train/reward_mean" in row]
     assert [row["step"] for row in train] == [1, 2]

@@ -47,6 +47,7 @@ def test_the_export_is_what_save_pretrained_writes(tmp_path, tiny_model_dir, sha
         index = json.loads((kit / "model.safetensors.index.json").read_text())
         assert index["weight_map"] == {name: path.name for path in kit.glob("*.safetensors") for name in load_file(path)}
         assert index["metadata"]["total_size"] == sum(v.numel() * v.element_size() for v in written.values())
+    assert len({path.stat().st_mode for path in kit.iterdir()}) == 1  # weights as readable as config.json (umask)
     loaded = AutoModelForCausalLM.from_pretrained(kit, dtype=torch.float32).state_dict()
     assert loaded.keys() == expected.keys()
     for name, value in expected.items():

@@ -72,6 +72,8 @@ def test_only_the_adapters_train_and_the_reference_is_the_base(setup, tiny_model
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).state_dict()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
     rebuilt = PeftModel.from_pretrained(base, tmp_path / "hf" / LORA_ADAPTER).merge_and_unload().state_dict()
+    adapter_file = tmp_path / "hf" / LORA_ADAPTER / "adapter_model.safetensors"
+    assert adapter_file.stat().st_mode == (tmp_path / "hf" / "config.json").stat().st_mode  # readable as the umask allows
     assert merged.keys() == rebuilt.keys()
     for name in merged:
         assert torch.allclose(merged[name], rebuilt[name], atol=1e-6), name
