@@ -127,7 +127,7 @@ def shard_name(number: int, count: int) -> str:
 def write_index(path: str, shards: list[dict[str, int]], parameters: int):
     """model.safetensors.index.json: which file holds each weight, as save_pretrained writes it for several."""
     weight_map = {name: shard_name(number, len(shards)) for number, shard in enumerate(shards) for name in shard}
-    total = sum(nbytes for shard in shards for nbytes in shard.values())
+    total = sum(size for shard in shards for size in shard.values())
     index = {"metadata": {"total_parameters": parameters, "total_size": total}, "weight_map": weight_map}
     with open(f"{path}/model.safetensors.index.json", "w", encoding="utf-8") as out:
         out.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
