@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from kit import lora
+from kit.single_rank import full_tensor
 
 SHARD_BYTES = 5 * 2**30  # the Hub's usual shard size: a 7B model's fp32 weights (30.5 GB) make six files
 LORA_ADAPTER = "lora_adapter"  # the peft folder of the adapters alone, inside the Hugging Face one
@@ -32,8 +33,7 @@ class WholeWeights(Mapping):
         self.rank0 = torch.distributed.get_rank() == 0
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        value = self.sharded[name]
-        value = value.full_tensor() if hasattr(value, "full_tensor") else value
+        value = full_tensor(self.sharded[name])
         return value.cpu() if self.rank0 else value
 
     def __iter__(self):
@@ -87,14 +87,14 @@ def write_shards(path: str, weights: Iterator[tuple[str, torch.Tensor]], shard_b
     """Write (name, tensor) pairs into safetensors files of about shard_bytes each (a tensor larger than that gets
     a file of its own), named model-00001-of-0000N.safetensors, or model.safetensors when one is enough; returns
     each file's names and byte counts. Without `write`, the pairs are only drawn (the collectives behind them)."""
-    shards, shard = [], {}
+    shards, shard, size = [], {}, 0
     for name, tensor in weights:
         if not write:
             continue
-        if shard and sum(map(nbytes, shard.values())) + nbytes(tensor) > shard_bytes:
+        if shard and size + nbytes(tensor) > shard_bytes:
             shards.append(save_shard(path, len(shards), shard))
-            shard = {}
-        shard[name] = tensor.contiguous()
+            shard, size = {}, 0
+        shard[name], size = tensor.contiguous(), size + nbytes(tensor)
     if shard:
         shards.append(save_shard(path, len(shards), shard))
     for number in range(len(shards)):  # named once their count is known

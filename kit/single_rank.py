@@ -89,3 +89,8 @@ def local_view(optimizer):
 def local_tensor(value: torch.Tensor) -> torch.Tensor:
     """A DTensor's local tensor (the same storage); any other tensor as it is."""
     return value.to_local() if isinstance(value, DTensor) else value
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor gathered whole (a collective every rank of its mesh joins); any other tensor as it is."""
+    return value.full_tensor() if isinstance(value, DTensor) else value

@@ -339,11 +339,6 @@ def offloaded_updates(device: str, optimizer_offload: bool, kit: bool = True, up
     return engine, seen
 
 
-def whole(value):
-    """An optimizer state value as one tensor: a DTensor's full tensor, a plain tensor (the step count) as it is."""
-    return value.full_tensor() if hasattr(value, "full_tensor") else value
-
-
 @contextmanager
 def one_rank_process_group(tmp_path, backend: str):
     import torch.distributed as dist
@@ -363,6 +358,7 @@ def test_the_kit_moves_an_offloaded_optimizer_for_its_steps_only(tmp_path, monke
     from verl.workers.engine.fsdp import transformer_impl
 
     from kit import optimizer_offload
+    from kit.single_rank import full_tensor
 
     calls = []
     def recorded(name, function):
@@ -387,7 +383,7 @@ def test_the_kit_moves_an_offloaded_optimizer_for_its_steps_only(tmp_path, monke
         assert torch.equal(p.full_tensor(), q.full_tensor())
         assert kit.optimizer.state[p].keys() == plain.optimizer.state[q].keys() == {"step", "exp_avg", "exp_avg_sq"}
         for key, value in kit.optimizer.state[p].items():
-            assert torch.equal(whole(value), whole(plain.optimizer.state[q][key])), key
+            assert torch.equal(full_tensor(value), full_tensor(plain.optimizer.state[q][key])), key
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -438,7 +434,7 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
             verl_state, kit_state = engines["verl"].optimizer.state[p], engines["kit"].optimizer.state[q]
             assert {k: type(v) for k, v in kit_state.items()} == {k: type(v) for k, v in verl_state.items()}
             for key, value in kit_state.items():
-                assert torch.equal(whole(value), whole(verl_state[key])), key
+                assert torch.equal(single_rank.full_tensor(value), single_rank.full_tensor(verl_state[key])), key
 
 
 @torch.no_grad()
