@@ -15,6 +15,8 @@
 #   kit-* / trl-*      the kit (python algorithm.py) or TRL (bench/trl_bench.py, with PYTHONPATH=/tmp/trl only)
 #   verl-*             verl 0.9.1's own trainer (bench/verl_trainer.sh: python -m verl.trainer.main_ppo, vllm rollout,
 #                      /tmp/site-vllm first) on the kit throughput run's task and settings; -v0: its legacy trainer
+#   vllmload-RUN       the export of the earlier run RUN (its hf_model/, with LoRA its adapter too) loaded in vLLM
+#                      (bench/vllm_load_export.py, /tmp/site-vllm first)
 #   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
 #   prof-*             the kit run of the same name (prof-default: kit-default) through bench/profile_update.py, 4 steps:
 #                      the third update profiled (torch.profiler; with *pyprof* cProfile; *syncs*: the synchronizing
@@ -29,7 +31,7 @@
 #                      inference.tensor_parallel_size=N
 #   lora               kit only: training.actor.lora.rank=16, alpha 32, lr 1e-4 (10x the full fine-tuning default)
 #   tokN               kit only: training.actor.max_tokens_per_gpu=N (tokens per micro-batch)
-#   bN, sN             kit only: batch_size=N prompts a step (where memory forces fewer rows); steps_per_epoch=N
+#   bN, sN             kit only: batch_size=N prompts a step (where memory forces fewer rows); sN: N steps (verl-* too)
 #   offload, ckpt      kit only: training.actor.param_offload and optimizer_offload; gradient_checkpointing
 #   optoffload         kit only: training.actor.optimizer_offload alone
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
@@ -73,12 +75,14 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
                 inference.max_response_length=$len steps_per_epoch=${STEPS:-5} save_every=0 val_every=0 resume=off
                 output_dir=$dir num_gpus=$ngpu" ;;
     gen-*) cmd="python bench/generation.py $models/$shape $len $dir/result.json" ;;
-    verl-*) cmd="bash bench/verl_trainer.sh $dir $models/$shape $len ${STEPS:-5}"
+    verl-*) cmd="bash bench/verl_trainer.sh $dir $models/$shape $len ${steps:-${STEPS:-5}}"
             export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH ;;  # its rollout is vllm, as the kit's *vllm* runs
+    vllmload-*) cmd="python bench/vllm_load_export.py $root/${name#vllmload-}/hf_model $models/$shape $dir/result.json"
+                export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH ;;
     trl-learn*) cmd="python bench/trl_bench.py learn ${VERL_KIT_CACHE:-$HOME/.cache/verl-kit}/smollm2 $dir/result.json" ;;
     trl-*) cmd="python bench/trl_bench.py throughput $models/$shape $len $dir/result.json"
            [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # as in the earlier TRL comparisons
-    *) echo "$name: unknown run (kit-*, trl-*, gen-* or verl-*)" >> $root/status; return ;;
+    *) echo "$name: unknown run (kit-*, trl-*, gen-*, verl-* or vllmload-*)" >> $root/status; return ;;
   esac
   if [[ $as == kit-* ]]; then  # the name's engine, micro-batch tokens and fused kernels, then $EXTRA, which overrides them
     [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
