@@ -7,7 +7,6 @@ decoding with a static KV cache and CUDA graphs. On CPU, one GPU or N GPUs.
 """
 
 from contextlib import contextmanager
-from functools import partial
 
 import ray
 import torch
@@ -53,7 +52,8 @@ class KitWorker(ActorRolloutRefWorker):
     def init_model(self):
         super().init_model()
         # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/on_policy.py)
-        self.set_loss_fn(partial(on_policy.ppo_loss, config=self.loss_fn.keywords["config"]))
+        self.set_loss_fn(on_policy.PPOLoss(self.loss_fn.keywords["config"]))
+        on_policy.rollout_corr_once_per_update(self.actor.engine)
         single_rank.step_local_tensors(self.actor.engine)  # clipping and AdamW on plain tensors when one rank holds all
         optimizer_offload.state_on_device_for_the_step_only(self.actor.engine)
 

@@ -46,20 +46,18 @@ def configured(model_dir, *overrides):
 
 def make_run(cfg, verl_cfg, workers, model_dir):
     """algorithm.Run as main() builds it, on workers already started; the actor's loss set for this config."""
-    from functools import partial
-
     from transformers import AutoTokenizer
     from verl.trainer.ppo.core_algos import get_kl_controller
     from verl.utils.config import omega_conf_to_dataclass
 
     import algorithm
     import inference
-    from kit.on_policy import ppo_loss
+    from kit.on_policy import PPOLoss
     from kit.rewards import RewardScorer
     from kit.task import Task
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # The loss the actor worker builds at start-up from the config (KitWorker.init_model), for this config.
-    workers.actor.set_loss_fn(partial(ppo_loss, config=omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
+    workers.actor.set_loss_fn(PPOLoss(omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
     return algorithm.Run(cfg, verl_cfg, Task(cfg.env, cfg.data), tokenizer, RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout), workers,
                          inference.start_engine(cfg, verl_cfg, workers), get_kl_controller(verl_cfg.algorithm.kl_ctrl), inference.load_tools(cfg, tokenizer))

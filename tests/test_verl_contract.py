@@ -159,11 +159,53 @@ def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
         verl_logits, kit_logits = (model(**inputs).logits for inputs in (verl_inputs, kit_inputs))
     real = verl_inputs["attention_mask"].bool()  # (B, L): 6 and 8 real tokens
     assert torch.allclose(kit_logits[real], verl_logits[real], atol=1e-5)
-    causal_padding.install()
+
+
+def test_log_probs_from_the_padded_logits_equal_verls_row_by_row_copy():
+    # kit/causal_padding.prepare_model_outputs takes the log-probs from the padded logits in place of verl's
+    # narrow-unbind-concatenate: the same values and gradients, at a temperature other than 1, for rows of different
+    # lengths; anything more asked for (here the entropy) goes through verl's own.
+    from types import SimpleNamespace
+
+    import torch
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    from kit import causal_padding
+    from kit.batching import rollout_layout
+
+    source = inspect.getsource(causal_padding._verl_prepare_model_outputs)
+    assert "logits = torch.nested.narrow(logits, 1, starts, seq_lengths, layout=torch.jagged)" in source
+    assert "logits_rmpad = torch.cat([t for t in logits.unbind()])" in source
+    prompts = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10], [0, 0, 0, 3]])  # left-padded (B, P)
+    responses = torch.tensor([[11, 12, 2, 0], [13, 14, 15, 16], [17, 0, 0, 0]])  # right-padded (B, R)
+    batch = rollout_layout(prompts, (prompts != 0).long(), responses, (responses != 0).long())
+    micro_batch = left_right_2_no_padding(batch)
+    tu.assign_non_tensor(micro_batch, use_remove_padding=False, temperature=0.7)
+    engine = object.__new__(FSDPEngineWithLMHead)  # only the attributes the padded branches read
+    engine.pad_to_length, engine.engine_config = None, SimpleNamespace(entropy_checkpointing=False)
+    _, output_args = causal_padding._verl_prepare_model_inputs(engine, micro_batch)
+    torch.manual_seed(0)
+    logits = torch.randn(3, 8, 50) * 3  # (B, L, V): the longest row has 8 tokens
+    weights = torch.randn(int(micro_batch["input_ids"].offsets()[-1]))
+
+    def log_probs(prepare, x, micro_batch=micro_batch):
+        return prepare(engine, SimpleNamespace(logits=x), output_args, micro_batch, None)["log_probs"].values()
+
+    expected = value_and_grad(lambda x: log_probs(causal_padding._verl_prepare_model_outputs, x), logits, weights)
+    got = value_and_grad(lambda x: log_probs(causal_padding.prepare_model_outputs, x), logits, weights)
+    assert torch.allclose(got[0], expected[0], atol=1e-6) and torch.allclose(got[1], expected[1], atol=1e-6)
+    tu.assign_non_tensor(micro_batch, calculate_entropy=True)
+    outputs = causal_padding.prepare_model_outputs(engine, SimpleNamespace(logits=logits), output_args, micro_batch, None)
+    assert "entropy" in outputs and torch.allclose(outputs["log_probs"].values(), expected[0], atol=1e-6)
+    causal_padding.install()  # both of its functions, restored afterwards
     try:
         assert FSDPEngineWithLMHead.prepare_model_inputs is causal_padding.prepare_model_inputs
+        assert FSDPEngineWithLMHead.prepare_model_outputs is causal_padding.prepare_model_outputs
     finally:
         FSDPEngineWithLMHead.prepare_model_inputs = causal_padding._verl_prepare_model_inputs
+        FSDPEngineWithLMHead.prepare_model_outputs = causal_padding._verl_prepare_model_outputs
 
 
 def test_vectorised_no_padding_2_padding_equals_verls_loop():
@@ -214,10 +256,20 @@ def test_what_the_kit_tells_verls_engine_per_call():
 
 
 def test_the_on_policy_loss_fills_what_verls_ppo_loss_reads():
-    # kit/on_policy.ppo_loss sets old_log_probs (B, R) on the micro-batch before verl's loss selects it, and asks
-    # verl for its rollout-correction metrics from the update's own log-probs.
+    # kit/on_policy.PPOLoss sets old_log_probs (B, R) on the micro-batch before verl's loss selects it, and asks
+    # verl for its rollout-correction metrics from the update's own log-probs once the engine's forward-and-backward
+    # pass is done: the engine's train_batch must call forward_backward_batch with the worker's loss function and
+    # hand on the metrics it returns.
     from verl.trainer.ppo import rollout_corr_helper
+    from verl.workers import engine_workers
+    from verl.workers.engine import base
     from verl.workers.utils import losses
+
+    train_batch = inspect.getsource(base.BaseEngine.train_batch)
+    assert "outputs = self.forward_backward_batch(data, loss_function, forward_only=False)" in train_batch
+    assert 'outputs["metrics"]["grad_norm"] = grad_norm' in train_batch and "return outputs" in train_batch
+    worker_train_batch = inspect.getsource(engine_workers.TrainingWorker.train_batch)
+    assert "self.engine.train_batch(data, loss_function=self.loss_fn)" in worker_train_batch
 
     source = inspect.getsource(losses.ppo_loss)
     assert 'fields = ["response_mask", "old_log_probs", "advantages"]' in source

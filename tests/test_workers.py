@@ -8,6 +8,7 @@ import ray
 import torch
 from conftest import kit_config
 from transformers import AutoModelForCausalLM
+from verl.trainer.ppo.rollout_corr_helper import compute_rollout_corr_metrics_from_logprobs
 from verl.utils.torch_functional import get_response_mask
 
 import inference
@@ -102,6 +103,11 @@ def test_on_policy_update_equals_the_update_after_a_log_prob_pass(setup, tmp_pat
     assert torch.allclose(after["on-policy"], after["log-prob pass"], atol=1e-6)  # the same new weights
     assert not torch.allclose(after["on-policy"], with_pass.batch["old_log_probs"])  # which did move
     assert updated["on-policy"]["rollout_corr/log_ppl_abs_diff"] < 1e-5  # sampler and trainer agree, as measured
+    # computed once over the whole batch, as verl's trainer does after a log-prob pass
+    whole_batch = compute_rollout_corr_metrics_from_logprobs(with_pass.batch["old_log_probs"], batch.batch["rollout_log_probs"],
+                                                             batch.batch["response_mask"].bool())
+    for key, value in whole_batch.items():
+        assert updated["on-policy"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
 def test_checkpoint_and_hugging_face_export(setup, tmp_path):
