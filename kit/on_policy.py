@@ -63,8 +63,8 @@ class PPOLoss:
         if not self.on_policy_rows:
             return {}
         width = max(log_probs.shape[1] for log_probs, _, _ in self.on_policy_rows)
-        log_probs, rollout_log_probs, mask = (torch.cat([F.pad(rows[i], (0, width - rows[i].shape[1]))
-                                                         for rows in self.on_policy_rows]) for i in range(3))  # (B, R)
+        log_probs, rollout_log_probs, mask = (torch.cat([F.pad(t, (0, width - t.shape[1])) for t in column])
+                                              for column in zip(*self.on_policy_rows))  # (B, R) each
         self.on_policy_rows = []
         return {key: [value] for key, value in compute_rollout_corr_metrics_from_logprobs(log_probs, rollout_log_probs,
                                                                                        mask).items()}

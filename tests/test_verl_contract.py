@@ -190,7 +190,7 @@ def test_log_probs_from_the_padded_logits_equal_verls_row_by_row_copy():
     logits = torch.randn(3, 8, 50) * 3  # (B, L, V): the longest row has 8 tokens
     weights = torch.randn(int(micro_batch["input_ids"].offsets()[-1]))
 
-    def log_probs(prepare, x, micro_batch=micro_batch):
+    def log_probs(prepare, x):
         return prepare(engine, SimpleNamespace(logits=x), output_args, micro_batch, None)["log_probs"].values()
 
     expected = value_and_grad(lambda x: log_probs(causal_padding._verl_prepare_model_outputs, x), logits, weights)
