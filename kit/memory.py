@@ -6,12 +6,15 @@ A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters
 - generation: the hf sampler's bf16 copy 2P and its KV cache for this worker's rows (kept through the update
   unless inference.free_sampler); vllm/sglang take gpu_memory_utilization of the GPU while awake (asleep for the
   update);
-- update: the bf16 weights gathered for compute (the whole model on one GPU, one layer at a time otherwise), fp32
-  gradients 4T/W, and the activations of one micro-batch of max_tokens_per_gpu tokens.
+- update: the fp32 weights back from the CPU (param_offload), the bf16 weights gathered for compute (the whole model
+  on one GPU, one layer at a time otherwise), gradients 8T/W (fp32 4T/W and as much again, which the full fine-tuning
+  peaks below need: the gradients' copies while they are reduced, most likely, not broken down), and the
+  activations of one micro-batch of max_tokens_per_gpu tokens.
 Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to torch's peaks
-measured on an H200 with the current code (README, Measured, leases 7 and 8; torch reports GiB, converted here):
-59.2 / 103.1 GB on the Qwen2.5-0.5B shape at 16,384 / 32,768 tokens (estimated 61.1 / 103.4), 65.6 GB on the
-SmolLM2 shape at 65,536 (estimated 77.9: high, on the safe side), 13.2 GB on the default task (13.5).
+measured on an H200 (README, Measured; torch reports GiB, converted here): 59.2 / 103.1 GB on the Qwen2.5-0.5B shape
+at 16,384 / 32,768 tokens (estimated 61.1 / 103.5), 65.6 GB on the SmolLM2 shape at 65,536 (estimated 77.9: high,
+on the safe side), 13.2 GB on the default task (13.4); on the Qwen2.5-7B shape with checkpointing and free_sampler,
+123.2 GB with optimizer_offload at 8,192 tokens (124.5) and 82.8 GB with LoRA at 16,384 (82.0).
 Adapters are counted on every linear layer (peft's all-linear) whatever target_modules names. An estimate, not a
 bound: the stop leaves a margin.
 
@@ -85,7 +88,8 @@ def estimate(cfg, hf_config, gpu_bytes: int) -> dict[str, float]:
     kept = not cfg.inference.free_sampler if cfg.inference.engine == "hf" else not cfg.inference.free_cache_engine
     kept_sampler = engine if kept else 0
     tokens = min(actor.max_tokens_per_gpu, rows * (PROMPT_TOKENS + cfg.inference.max_response_length))  # a micro-batch
-    update = 4 * params / workers + gathered + 4 * trained / workers + per_token * tokens
+    onloaded = 4 * params / workers if actor.param_offload else 0  # verl brings the weights back for the update
+    update = onloaded + gathered + 8 * trained / workers + per_token * tokens
     return {"generation": (resident + engine) / GB,
             "update": (resident + kept_sampler + update) / GB,
             "optimizer step": (4 * params / workers + moments + 4 * trained / workers + kept_sampler) / GB}
