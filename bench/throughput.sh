@@ -35,6 +35,9 @@
 #   offload, ckpt      kit only: training.actor.param_offload and optimizer_offload; gradient_checkpointing
 #   optoffload         kit only: training.actor.optimizer_offload alone
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
+#   stats              kit only: inference.engine_kwargs.disable_log_stats=false (vLLM logs its decode throughput and
+#                      running requests every few seconds); any vllm/sglang run's throughput lines from the servers'
+#                      Ray logs go to engine_stats.txt
 #   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
 #   liger, noliger     kit only: training.actor.liger=true or false (Liger-Kernel in the actor and the hf sampler; the
@@ -99,6 +102,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     [[ $name == *-optoffload* ]] && cmd+=" training.actor.optimizer_offload=true"
     [[ $name == *-ckpt* ]] && cmd+=" training.actor.gradient_checkpointing=true"
     [[ $name == *-nocache* ]] && cmd+=" inference.free_cache_engine=false"
+    [[ $name == *-stats* ]] && cmd+=" inference.engine_kwargs.disable_log_stats=false"
     [[ $name == *-free* ]] && cmd+=" inference.free_sampler=true"
     [[ -n $steps ]] && cmd+=" steps_per_epoch=$steps"
     if [[ $name == prof-* ]]; then
@@ -137,6 +141,9 @@ print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
   fi
   $cmd >> $dir/run.log 2>&1; local rc=$?
   [[ $name == *resume* ]] && grep -o 'resumed from [^ ]*' $dir/run.log > $dir/resumed.txt
+  if [[ $name == *vllm* || $name == *sglang* ]]; then  # the servers log to Ray's latest session (beside another run: maybe its)
+    grep -h -E "generation throughput|gen throughput" /tmp/ray/session_latest/logs/*.{out,err} > $dir/engine_stats.txt 2> /dev/null
+  fi
   echo "$name rc=$rc" >> $root/status; kill $sampler 2> /dev/null
 }
 
@@ -165,7 +172,7 @@ cat $root/status; cp $root/status $OUT/; tail -c 1000 $root/driver.log > $OUT/dr
 shopt -s nullglob
 for dir in $root/*/; do
   name=$(basename $dir); mkdir -p $OUT/$name
-  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $dir/update_*.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
+  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $dir/update_*.txt $dir/engine_stats.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
   echo "== $name: $(grep -c -E '"train/|"timing_s/step"' $dir/metrics.jsonl 2> /dev/null) kit (or verl) steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
   tail -c 400 $dir/run.log; echo
 done
