@@ -6,7 +6,7 @@
 # ignored) to follow them. Other runs afterwards: rm -r /tmp/runs/bench (or only its status file) first.
 # Call again at once: a lent machine with no call in flight is given back after its idle time (30 s), and the
 # background runs die with it (lease 5 lost two queues that way while their results were being read).
-# In leases 12 and 13 a third call found a fresh machine every time (3 of 3), however quickly it came: carry
+# In leases 12 and 13 the call after a 540 s one found a fresh machine three times, however quickly it came: carry
 # .gpu-vllm in a first call that only unpacks it (source bench/gpu_setup.sh), then .gpu with the runs and a WAIT_S
 # that covers the whole queue (560), and size the queue to end within that second call.
 #
