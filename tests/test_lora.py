@@ -44,6 +44,16 @@ def base_log_probs(model_dir, batch) -> torch.Tensor:
     return picked[..., 0]
 
 
+def weights_sent_to_servers(workers) -> tuple[dict[str, torch.Tensor], object]:
+    """What verl's weight sync streams into vllm/sglang servers (CheckpointEngineManager -> update_weights): the
+    actor engine's per-tensor weights and peft config, read on every worker at once (the gather is collective)."""
+    def stream(colocated):  # verl's colocated-worker class holds the kit's worker under its role
+        params, peft_config = colocated.worker_dict["actor"].actor.engine.get_per_tensor_param()
+        return {name: tensor.detach().cpu() for name, tensor in params}, peft_config
+
+    return ray.get([handle.__ray_call__.remote(stream) for handle in workers.actor.workers])[0]
+
+
 def test_only_the_adapters_train_and_the_reference_is_the_base(setup, tiny_model_dir, tmp_path):
     cfg, workers, tok = setup
     assert training.actor_role(cfg) == "actor"  # no reference copy: the actor without its adapters
@@ -79,6 +89,15 @@ def test_only_the_adapters_train_and_the_reference_is_the_base(setup, tiny_model
         assert torch.allclose(merged[name], rebuilt[name], atol=1e-6), name
     untouched = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32).state_dict()
     assert any(not torch.equal(merged[name], untouched[name]) for name in merged)
+
+    # vllm and sglang get the same adapted policy: verl's weight sync sends the merged weights (model.lora.merge),
+    # in bf16, under the Hugging Face names, and no adapter of its own.
+    sent, peft_config = weights_sent_to_servers(workers)
+    assert peft_config is None and sent.keys() == merged.keys()
+    for name, tensor in sent.items():
+        assert torch.allclose(tensor.float(), merged[name], rtol=8e-3, atol=1e-6), name
+    moved = [name for name in sent if not torch.equal(merged[name], untouched[name])]
+    assert moved and all(not torch.allclose(sent[name].float(), untouched[name], rtol=8e-3, atol=1e-6) for name in moved)
 
 
 def test_a_killed_lora_run_resumes_exactly(tmp_path):
