@@ -129,7 +129,7 @@ def main(folder: Path):
     throughput, curves, generation = {}, {}, {}
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         run, metrics, result = run_dir.name, run_dir / "metrics.jsonl", run_dir / "result.json"
-        if run.startswith("gen-") and result.exists():  # bench/generation.py: the sampler against plain generate
+        if run.startswith(("gen-", "vllmgen-")) and result.exists():  # bench/generation.py, bench/vllm_generation.py
             generation[run] = json.loads(result.read_text())
             continue
         if metrics.exists():
@@ -182,14 +182,22 @@ def main(folder: Path):
               "speed-up over generate | greedy tokens equal to step-by-step |\n|---|---|---|---|---|---|---|")
     for run, data in generation.items():
         # results from before the compiled variant hold one bool: all greedy tokens equal with the graph, or not
-        agreement = data.get("greedy_equals_eager") or {"sampler_graphs": float(data["greedy_graph_equals_eager"])}
-        for variant in [name for name in data if name == "generate" or name.startswith("sampler_")]:
+        agreement = data.get("greedy_equals_eager") or (
+            {"sampler_graphs": float(data["greedy_graph_equals_eager"])} if "greedy_graph_equals_eager" in data else {})
+        for variant in [name for name, figures in data.items() if isinstance(figures, dict) and "tokens_per_s" in figures]:
             figures = data[variant]
             print(f"| {run} | {data['new_tokens']} | {variant} | {fmt(figures['tokens_per_s'])} | "
-                  f"{figures['ms_per_decode_step']} | {fmt(figures.get('speedup_vs_generate', 1.0))}x | "
+                  f"{figures['ms_per_decode_step']} | {speedup(variant, figures)} | "
                   f"{agreement.get(variant, '-')} |")
     summary = {"throughput": throughput, "ratios": ratios, "learning_curves": curves, "generation": generation}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def speedup(variant: str, figures: dict) -> str:
+    """bench/generation.py's variants against plain generate (generate itself: 1x); vLLM's have no such figure."""
+    if variant == "generate":
+        return "1.00x"
+    return f"{fmt(figures['speedup_vs_generate'])}x" if "speedup_vs_generate" in figures else "-"
 
 
 def plot(curves: dict, out: Path):

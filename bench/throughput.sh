@@ -21,6 +21,8 @@
 #   vllmload-RUN       the export of the earlier run RUN (its hf_model/, with LoRA its adapter too) loaded in vLLM
 #                      (bench/vllm_load_export.py, /tmp/site-vllm first)
 #   gen-*              the kit's sampler against plain HF generate on one batch (bench/generation.py)
+#   vllmgen-*          vLLM alone (offline LLM, no verl) on the kit throughput run's batch (bench/vllm_generation.py,
+#                      /tmp/site-vllm first): what vLLM's decoding takes of a kit-*-vllm run's generation phase
 #   prof-*             the kit run of the same name (prof-default: kit-default) through bench/profile_update.py, 4 steps:
 #                      the third update profiled (torch.profiler; with *pyprof* cProfile; *syncs*: the synchronizing
 #                      CUDA calls counted by call site; *first*: the first update,
@@ -83,12 +85,14 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     gen-*) cmd="python bench/generation.py $models/$shape $len $dir/result.json" ;;
     verl-*) cmd="bash bench/verl_trainer.sh $dir $models/$shape $len ${steps:-${STEPS:-5}}"
             export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH ;;  # its rollout is vllm, as the kit's *vllm* runs
+    vllmgen-*) cmd="python bench/vllm_generation.py $models/$shape $len $dir/result.json"
+               export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH ;;
     vllmload-*) cmd="python bench/vllm_load_export.py $root/${name#vllmload-}/hf_model $models/$shape $dir/result.json"
                 export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH ;;
     trl-learn*) cmd="python bench/trl_bench.py learn ${VERL_KIT_CACHE:-$HOME/.cache/verl-kit}/smollm2 $dir/result.json" ;;
     trl-*) cmd="python bench/trl_bench.py throughput $models/$shape $len $dir/result.json"
            [[ $shape == qwen* ]] && export MICRO=${QWEN_MICRO:-16} ;;  # as in the earlier TRL comparisons
-    *) echo "$name: unknown run (kit-*, trl-*, gen-*, verl-* or vllmload-*)" >> $root/status; return ;;
+    *) echo "$name: unknown run (kit-*, trl-*, gen-*, verl-*, vllmgen-* or vllmload-*)" >> $root/status; return ;;
   esac
   if [[ $as == kit-* ]]; then  # the name's engine, micro-batch tokens and fused kernels, then $EXTRA, which overrides them
     [[ $name == *vllm* ]] && cmd+=" inference.engine=vllm" && export PYTHONPATH=/tmp/site-vllm:$PYTHONPATH
