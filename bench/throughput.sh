@@ -41,8 +41,8 @@
 #   optoffload         kit only: training.actor.optimizer_offload alone
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
 #   stats              kit only: inference.engine_kwargs.disable_log_stats=false (vLLM logs its decode throughput and
-#                      running requests every few seconds); any vllm/sglang run's throughput lines from the servers'
-#                      Ray logs go to engine_stats.txt
+#                      running requests every few seconds); a kit or verl run's throughput lines from the vllm/sglang
+#                      servers' Ray logs go to engine_stats.txt
 #   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
 #   liger, noliger     kit only: training.actor.liger=true or false (Liger-Kernel in the actor and the hf sampler; the
@@ -148,7 +148,8 @@ print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
   fi
   $cmd >> $dir/run.log 2>&1; local rc=$?
   [[ $name == *resume* ]] && grep -o 'resumed from [^ ]*' $dir/run.log > $dir/resumed.txt
-  if [[ $name == *vllm* || $name == *sglang* ]]; then  # the servers log to Ray's latest session (beside another run: maybe its)
+  if [[ ( $as == kit-* || $as == verl-* ) && ( $name == *vllm* || $name == *sglang* ) ]]; then  # their servers log
+    # to Ray's latest session (beside another run: maybe its); vllmgen/vllmload start no Ray: its lines are older
     grep -h -E "generation throughput|gen throughput" /tmp/ray/session_latest/logs/*.{out,err} > $dir/engine_stats.txt 2> /dev/null
   fi
   echo "$name rc=$rc" >> $root/status; kill $sampler 2> /dev/null
