@@ -80,8 +80,8 @@ def serving(engine):
 
 
 def engine_timings(engine) -> dict:
-    """vllm/sglang: seconds the last rollout spent copying weights in and waking the servers, and putting them
-    back to sleep (both inside timing/generation)."""
+    """vllm/sglang: seconds the last rollout spent copying weights in and waking the servers, waiting for the
+    slowest request, and putting the servers back to sleep (all inside timing/generation)."""
     return {f"timing/{part}": seconds for part, seconds in engine.seconds.items()} if isinstance(engine, ServerEngine) else {}
 
 

@@ -4,7 +4,8 @@
 #   carried as is, or
 # - carry.tar, split over back-to-back calls into /tmp/parts (../shared/gpu/split-carry): site.tar.xz, then
 #   optionally vllm.tar.xz (vLLM and what it needs beyond the image), and SmolLM2's GGUF;
-# - optionally .gpu/trl.tar.xz (TRL, for bench/trl_bench.py) and .gpu/smollm2-tok (SmolLM2's config and tokenizer).
+# - optionally .gpu/trl.tar.xz (TRL, for bench/trl_bench.py), .gpu/smollm2-tok (SmolLM2's config and tokenizer) and
+#   .gpu/py_spy-*.whl (py-spy 0.4.3, for bench/watch_generation.sh).
 # The GGUF goes into a package folder where kit/models.py finds it. Use: source bench/gpu_setup.sh
 set -e
 mkdir -p /tmp/site /tmp/carry
@@ -23,6 +24,11 @@ elif ls /tmp/parts/$gguf.part-* > /dev/null 2>&1; then cat /tmp/parts/$gguf.part
 if [ -f .gpu-vllm/vllm.tar.xz ] && [ ! -f /tmp/site-vllm/.unpacked ]; then
   mkdir -p /tmp/site-vllm && tar -xJf .gpu-vllm/vllm.tar.xz -C /tmp/site-vllm && touch /tmp/site-vllm/.unpacked
 fi
+# py-spy (bench/watch_generation.sh), where .gpu carries its wheel
+if ls .gpu/py_spy-*.whl > /dev/null 2>&1 && [ ! -x /tmp/pyspy/bin/py-spy ]; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/pyspy .gpu/py_spy-*.whl
+fi
+[ -x /tmp/pyspy/bin/py-spy ] && export PATH=/tmp/pyspy/bin:$PATH
 # Random-weight benchmark models need only SmolLM2's config and tokenizer (bench/random_model.py)
 [ -d .gpu/smollm2-tok ] && export SMOLLM2_DIR=$PWD/.gpu/smollm2-tok
 nvidia-smi -L

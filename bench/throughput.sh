@@ -41,8 +41,10 @@
 #   optoffload         kit only: training.actor.optimizer_offload alone
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
 #   stats              kit only: inference.engine_kwargs.disable_log_stats=false (vLLM logs its decode throughput and
-#                      running requests every few seconds); a kit or verl run's throughput lines from the vllm/sglang
+#                      running requests every VLLM_LOG_STATS_INTERVAL seconds, here 2); a kit or verl run's throughput lines from the vllm/sglang
 #                      servers' Ray logs go to engine_stats.txt
+#   watch              kit only: bench/watch_generation.sh samples the busiest processes (top, py-spy) for 8 s
+#                      inside the second step's generation phase (top.txt, pyspy_PID.txt)
 #   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)
 #   fusedtorch         kit only: training.actor.fused_kernels=torch
 #   liger, noliger     kit only: training.actor.liger=true or false (Liger-Kernel in the actor and the hf sampler; the
@@ -109,7 +111,8 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     [[ $name == *-optoffload* ]] && cmd+=" training.actor.optimizer_offload=true"
     [[ $name == *-ckpt* ]] && cmd+=" training.actor.gradient_checkpointing=true"
     [[ $name == *-nocache* ]] && cmd+=" inference.free_cache_engine=false"
-    [[ $name == *-stats* ]] && cmd+=" inference.engine_kwargs.disable_log_stats=false"
+    [[ $name == *-stats* ]] && cmd+=" inference.engine_kwargs.disable_log_stats=false" \
+      && export VLLM_LOG_STATS_INTERVAL=${VLLM_LOG_STATS_INTERVAL:-2}  # seconds (vLLM's default: 10)
     [[ $name == *-free* ]] && cmd+=" inference.free_sampler=true"
     [[ -n $steps ]] && cmd+=" steps_per_epoch=$steps"
     if [[ $name == prof-* ]]; then
@@ -138,9 +141,10 @@ print('verl importable:', u.find_spec('verl') is not None)" > $dir/run.log 2>&1
   else
     : > $dir/run.log
   fi
-  nvidia-smi ${gpus:+-i $gpus} --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 250 \
+  nvidia-smi ${gpus:+-i $gpus} --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 250 \
     > $dir/gpu_mem.csv 2> /dev/null & local sampler=$!
   echo $cmd >> $dir/run.log
+  [[ $as == kit-* && $name == *-watch* ]] && bash bench/watch_generation.sh $dir &
   if [[ $name == *resume* ]]; then  # killed once step 12 is logged, then the same command resumes it
     setsid $cmd >> $dir/run.log 2>&1 & local pid=$!
     until grep -q '"step": 12, "train/' $dir/metrics.jsonl 2> /dev/null || ! kill -0 $pid 2> /dev/null; do sleep 0.2; done
@@ -180,7 +184,8 @@ cat $root/status; cp $root/status $OUT/; tail -c 1000 $root/driver.log > $OUT/dr
 shopt -s nullglob
 for dir in $root/*/; do
   name=$(basename $dir); mkdir -p $OUT/$name
-  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $dir/update_*.txt $dir/engine_stats.txt $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
+  cp $dir/metrics.jsonl $dir/result.json $dir/gpu_mem.csv $dir/resumed.txt $dir/update_*.txt $dir/engine_stats.txt \
+     $dir/top.txt $dir/pyspy* $OUT/$name/ 2> /dev/null; tail -c 6000 $dir/run.log > $OUT/$name/log_tail.txt
   echo "== $name: $(grep -c -E '"train/|"timing_s/step"' $dir/metrics.jsonl 2> /dev/null) kit (or verl) steps logged, result.json: $(ls $dir/result.json 2> /dev/null)"
   tail -c 400 $dir/run.log; echo
 done

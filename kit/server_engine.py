@@ -20,6 +20,7 @@ from verl import DataProto
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
+from verl.utils.profiler import simple_timer
 
 from kit.batching import rollout_layout
 
@@ -44,7 +45,8 @@ class ServerEngine:
         self.weights.sleep_replicas()  # the servers start on dummy weights: they wake with the actor's
         self.world_size = rollout.agent.num_workers  # requests are split evenly over the agent-loop workers
         self.version = 0
-        self.seconds = {}  # of the last rollout: weight_sync (waking the servers with the new weights), sleep
+        # of the last rollout: weight_sync (waking the servers with the new weights), slowest_request, sleep
+        self.seconds = {}
 
     @contextmanager
     def awake(self):
@@ -53,6 +55,7 @@ class ServerEngine:
         start = time.perf_counter()
         self.weights.update_weights(self.version)
         self.seconds["weight_sync"] = time.perf_counter() - start
+        self.seconds["slowest_request"] = 0.0
         try:
             yield
         finally:
@@ -65,6 +68,9 @@ class ServerEngine:
         contexts = [ids[mask.bool()].tolist() for ids, mask in zip(request["input_ids"], request["attention_mask"])]
         settings = {key: tu.get(request, key) for key in ("temperature", "top_p", "max_new_tokens", "eos")}
         output = self.agent_loops.generate_sequences(agent_loop_requests(contexts, **settings))
+        # the slowest request's wait in its agent loop (summed over a multi-turn rollout's turns): the rest of the
+        # generation phase is verl's and the kit's own work around the engine
+        self.seconds["slowest_request"] += float(output.meta_info["timing"]["agent_loop/generate_sequences/max"])
         return kit_layout(output.batch, settings["max_new_tokens"])
 
 
@@ -109,8 +115,10 @@ class TokenAgentLoop(AgentLoopBase):
         sampling = {**sampling_params, **engine_request_settings(self.rollout_config.name),
                     "temperature": float(temperature), "top_p": float(top_p), "top_k": -1, "max_tokens": max_tokens,
                     "stop_token_ids": [int(eos)]}
-        output = await self.server_manager.generate(request_id=uuid4().hex, prompt_ids=prompt_ids,
-                                                    sampling_params=sampling)
+        metrics = {}
+        with simple_timer("generate_sequences", metrics):  # verl's per-request metric: this request's wait
+            output = await self.server_manager.generate(request_id=uuid4().hex, prompt_ids=prompt_ids,
+                                                        sampling_params=sampling)
         response_ids = output.token_ids[:max_tokens]
         return AgentLoopOutput(
             prompt_ids=prompt_ids,
@@ -118,7 +126,7 @@ class TokenAgentLoop(AgentLoopBase):
             response_mask=[1] * len(response_ids),
             response_logprobs=output.log_probs[:len(response_ids)] if output.log_probs else None,
             num_turns=2,
-            metrics={},
+            metrics=metrics,
         )
 
 

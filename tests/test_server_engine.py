@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import kit_config
 from transformers import AutoConfig, AutoModelForCausalLM
-from verl.experimental.agent_loop import AgentLoopWorker
+from verl.experimental.agent_loop import AgentLoopManager, AgentLoopWorker
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.rollout.replica import TokenOutput
 
@@ -125,6 +125,10 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
         assert torch.equal(got[key], expected[key]), key
     assert got["rollout_log_probs"].shape == got["responses"].shape
     assert (got["rollout_log_probs"] < 0).sum() == got["response_mask"].sum()  # one log-prob per generated token
+    # each request's wait for the engine, as verl's manager summarises it (the kit logs timing/slowest_request)
+    waits = [metric["generate_sequences"] for metric in output.meta_info["metrics"]]
+    timing = AgentLoopManager._performance_metrics(None, [output.meta_info["metrics"]], output)
+    assert len(waits) == len(contexts) and min(waits) > 0 and timing["agent_loop/generate_sequences/max"] == max(waits)
     if engine == "vllm":  # only the final output, token ids without text: what verl's server reads of it
         params = [vllm_sampling.SamplingParams(**{**request, "logprobs": 0}) for request in server.requests]
         assert all(p.output_kind == vllm_sampling.RequestOutputKind.FINAL_ONLY and not p.detokenize for p in params)
