@@ -162,11 +162,11 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
             metrics.update(training.update_actor(run.workers, batch, cfg))
 
     mask = batch.batch["response_mask"].bool()
-    entropy = batch.batch["entropys" if "entropys" in batch.batch.keys() else "rollout_entropy"]  # (B*n, R): the trainer's or the sampler's
+    entropy = batch.batch.get("entropys", batch.batch.get("rollout_entropy"))  # (B*n, R): the trainer's, hf's or none
     return {
         "train/reward_mean": scores.sum(-1).mean().item(),
         "train/accuracy": float(np.mean(accuracy)),
-        "train/entropy": entropy[mask].mean().item(),
+        **({"train/entropy": entropy[mask].mean().item()} if entropy is not None else {}),
         "train/sampled_tokens": int(mask.sum()),  # the model's own response tokens this step
         **metrics,
         **inference.episode_metrics(batch),  # multi-turn: turns and tool calls per episode

@@ -141,6 +141,8 @@ def converse(engine, tokenizer, episodes: list[Episode], cfg, seed: int, greedy:
                 episode.done = episode.truncate(limit)
     prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in episodes], tokenizer.pad_token_id)
     batch = DataProto.from_dict(assemble(episodes, prompt_ids, prompt_mask, limit, tokenizer.pad_token_id))
+    if isinstance(engine, ServerEngine):  # vllm/sglang return no entropy: the zeros stood in for it
+        del batch.batch["rollout_entropy"]
     for key in keys:
         batch.non_tensor_batch[key] = np.array([getattr(e, key) for e in episodes], dtype=object)
     return batch

@@ -3,11 +3,11 @@
 PPO's ratio compares the policy being updated with the one that sampled. With one epoch over one mini-batch the
 actor has not changed since the rollout, so the 'old' log-probs are the ones the update's own forward computes:
 the ratio is exactly 1 and the gradient is the policy gradient (TRL skips the pass the same way). That saves a
-forward over the whole batch every step. It holds only when
+forward over the whole batch every step. Which engine sampled does not matter: the 'old' log-probs are the
+trainer's own either way (vllm's and sglang's differ from them by their kernels; that gap is what rollout
+correction weighs, and rollout_is is among the exceptions below). It holds only when
 
 - every row is trained once, by one optimizer step (ppo_epochs 1, one mini-batch);
-- the sampler is the trainer's own model (the hf engine: its log-probs equal the trainer's; vllm's and sglang's
-  kernels differ, and the gap is what rollout correction measures and corrects);
 - nothing else needs them before the update (a KL penalty in the reward, rollout importance weights, bypass mode,
   the optimal-token-baseline estimators' sum of pi^2).
 
@@ -34,7 +34,7 @@ def needs_old_log_probs(cfg) -> bool:
     """Whether this config's 'old' log-probs need a pass of their own; else they are the update's own (see the
     module's docstring)."""
     actor, algo = cfg.training.actor, cfg.algorithm
-    on_policy = (cfg.inference.engine == "hf" and actor.ppo_epochs == 1
+    on_policy = (actor.ppo_epochs == 1
                  and (actor.mini_batch_size or cfg.batch_size) == cfg.batch_size
                  and not algo.use_kl_in_reward and algo.rollout_is is None and algo.policy_loss != "bypass_mode"
                  and algo.advantage_estimator not in SUM_PI_SQUARED_ESTIMATORS)

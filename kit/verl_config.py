@@ -50,7 +50,11 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
     # is the whole model's gradients held until the backward ends.
     # verl's FSDP2 wrapping reads the layer class; its FSDP1 policy, built too, reads min_num_params first (it
     # would fail on a class it cannot find).
-    one_unit = on_gpu and cfg.num_workers == 1 and actor.strategy == "fsdp2" and not actor.param_offload
+    # Not for LoRA with a server engine: verl merges the adapters for the servers' weight sync only inside per-layer
+    # units (fsdp_merge_unmerge skips the root), so one unit sent vllm/sglang the base weights, never the adapted ones.
+    servers_get_lora = actor.lora.rank > 0 and cfg.inference.engine != "hf"
+    one_unit = (on_gpu and cfg.num_workers == 1 and actor.strategy == "fsdp2" and not actor.param_offload
+                and not servers_get_lora)
     units = {"transformer_layer_cls_to_wrap": [NO_LAYER], "min_num_params": 2**62} if one_unit else {}
     # torch's fused AdamW on GPUs: one kernel per step instead of a dozen per parameter tensor.
     optimizer_options = {"fused": True} if on_gpu else None

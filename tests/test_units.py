@@ -252,8 +252,9 @@ def test_daemon_threads_reuse_idle_threads_and_route_around_a_hung_call():
     ([], True),  # the default: one epoch, one mini-batch, hf
     (["training.actor.ppo_epochs=2"], False),
     (["training.actor.mini_batch_size=8"], False),  # two optimizer steps a step
-    (["inference.engine=vllm"], False),  # the engine's own kernels: log-probs differ from the trainer's
-    (["inference.engine=sglang"], False),
+    (["inference.engine=vllm"], True),  # the 'old' log-probs are the trainer's whichever engine sampled
+    (["inference.engine=sglang"], True),
+    (["inference.engine=vllm", "algorithm.rollout_is=token"], False),  # weights from the engine's and the trainer's
     (["algorithm.rollout_is=token"], False),
     (["algorithm.policy_loss=bypass_mode"], False),
     (["algorithm.use_kl_in_reward=true"], False),

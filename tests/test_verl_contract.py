@@ -278,9 +278,15 @@ def test_the_on_policy_loss_fills_what_verls_ppo_loss_reads():
         "log_prob", "rollout_log_prob", "response_mask"]
 
 
-def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("overrides, units", [
+    ([], [""]),
+    (["training.actor.lora.rank=4"], [""]),  # the hf engine merges the adapters itself (kit/lora.py)
+    (["training.actor.lora.rank=4", "inference.engine=vllm"], ["", "model.layers.0", "model.layers.1"]),
+])
+def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_path, overrides, units):
     # On one GPU kit/verl_config.py names a layer class no model has: verl's apply_fsdp2 must then wrap the root
-    # alone (checked here on the CPU with the config the kit makes for one GPU).
+    # alone (checked here on the CPU with the config the kit makes for one GPU). Not with LoRA and a server engine:
+    # verl merges adapters for the weight sync only inside per-layer units (the next test).
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -291,7 +297,7 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
     from kit.config import resolve_hardware
     from kit.verl_config import compose_verl_config, verl_overrides
 
-    cfg = kit_config("model_path=embedded:tiny")
+    cfg = kit_config("model_path=embedded:tiny", *overrides)
     resolve_hardware(cfg, node_gpus=[0])
     cfg.model_context = 512
     engine = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=True)).actor_rollout_ref.actor.fsdp_config
@@ -299,9 +305,38 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
     try:
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
         apply_fsdp2(model, {"mesh": init_device_mesh("cpu", (1,))}, engine)
-        assert [name for name, module in model.named_modules() if isinstance(module, FSDPModule)] == [""]
+        assert [name for name, module in model.named_modules() if isinstance(module, FSDPModule)] == units
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("per_layer_units", [False, True])
+def test_verl_merges_lora_for_the_weight_sync_only_inside_per_layer_units(tiny_model_dir, tmp_path, per_layer_units):
+    """verl's fsdp_merge_unmerge (behind the merged weights it streams to vllm/sglang) merges the adapters of the
+    non-root FSDP units only: with the whole model as one unit the weights stay the base (a GPU run, 2026-12-04:
+    the servers never sampled the adapted policy), hence the kit's per-layer units for LoRA with a server engine."""
+    from peft import LoraConfig, get_peft_model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM
+    from verl.utils.fsdp_utils import fsdp_merge_unmerge
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False))
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    base = q_proj.base_layer.weight.detach().clone()
+    delta = (q_proj.lora_B["default"].weight @ q_proj.lora_A["default"].weight).detach() * q_proj.scaling["default"]
+    with one_rank_process_group(tmp_path, "gloo"):
+        mesh = init_device_mesh("cpu", (1,))
+        if per_layer_units:
+            for layer in model.base_model.model.model.layers:
+                fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        fsdp_merge_unmerge(model, do_merge=True)
+        merged = q_proj.base_layer.weight.full_tensor()
+    expected = base + delta if per_layer_units else base
+    torch.testing.assert_close(merged, expected)
 
 
 def test_verls_allocator_switch_the_free_sampler_update_uses(monkeypatch):
