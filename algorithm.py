@@ -137,7 +137,7 @@ def train_step(run: Run, log: RunLog, step: int) -> dict:
             batch = batch.union(training.compute_log_probs(run.workers, batch, cfg))  # old_log_probs, entropys
             if cfg.algorithm.policy_loss == "bypass_mode":  # the loss corrects against the sampler's own log-probs
                 batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
-            else:  # engine vs trainer log-probs: verl's rollout_corr/ metrics, and importance weights if rollout_is
+            elif "rollout_log_probs" in batch.batch.keys():  # engine vs trainer: rollout_corr/ metrics, rollout_is weights
                 batch, correction = compute_rollout_correction_and_add_to_batch(batch, run.verl_cfg.algorithm.rollout_correction)
                 metrics.update(correction)
         if training.needs_reference(cfg):

@@ -127,13 +127,14 @@ def converse(engine, tokenizer, episodes: list[Episode], cfg, seed: int, greedy:
             break
         budget = min(max(limit - len(e.response_ids) for e in active), cfg.inference.max_tokens_per_turn or limit)
         rollout = generate_turn(engine, tokenizer, [e.context for e in active], cfg, seed + 7919 * turn, greedy, budget)
-        entropy = rollout.get("rollout_entropy", torch.zeros_like(rollout["rollout_log_probs"]))  # (B, R): hf's only
+        unsampled = torch.zeros(rollout["responses"].shape)  # (B, R): what the engine did not return
+        log_probs = rollout.get("rollout_log_probs", unsampled)  # none from a server engine with engine_log_probs=false
+        entropy = rollout.get("rollout_entropy", unsampled)  # hf's only
         for row, episode in enumerate(active):
             length = min(int(rollout["response_mask"][row].sum()), limit - len(episode.response_ids))  # up to eos
             ids = rollout["responses"][row, :length].tolist()
             text = tokenizer.decode(ids, skip_special_tokens=True)
-            episode.add_model_turn(ids, rollout["rollout_log_probs"][row, :length].tolist(),
-                                   entropy[row, :length].tolist(), text)
+            episode.add_model_turn(ids, log_probs[row, :length].tolist(), entropy[row, :length].tolist(), text)
             reply = respond(episode, ids, text)
             episode.done = reply is None or turn + 1 == cfg.inference.max_turns or len(episode.response_ids) >= limit
             if not episode.done:
@@ -141,8 +142,9 @@ def converse(engine, tokenizer, episodes: list[Episode], cfg, seed: int, greedy:
                 episode.done = episode.truncate(limit)
     prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in episodes], tokenizer.pad_token_id)
     batch = DataProto.from_dict(assemble(episodes, prompt_ids, prompt_mask, limit, tokenizer.pad_token_id))
-    if isinstance(engine, ServerEngine):  # vllm/sglang return no entropy: the zeros stood in for it
-        del batch.batch["rollout_entropy"]
+    for key in ("rollout_log_probs", "rollout_entropy"):  # the zeros stood in for what the engine did not return
+        if key not in rollout.keys():
+            del batch.batch[key]
     for key in keys:
         batch.non_tensor_batch[key] = np.array([getattr(e, key) for e in episodes], dtype=object)
     return batch

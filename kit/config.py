@@ -208,6 +208,9 @@ def _check_values(cfg: DictConfig):
             raise KitError(f"config key '{key}' must be > 0 seconds, got {OmegaConf.select(cfg, key)}")
     _check_choice(cfg, "inference.dtype", ("bfloat16", "float16"))
     _check_choice(cfg, "algorithm.rollout_is", (None, "token", "sequence"))
+    if not cfg.inference.engine_log_probs and (cfg.algorithm.rollout_is or cfg.algorithm.policy_loss == "bypass_mode"):
+        needs = f"rollout_is={cfg.algorithm.rollout_is}" if cfg.algorithm.rollout_is else "policy_loss=bypass_mode"
+        raise KitError(f"algorithm.{needs} weighs the engine's own log-probs: set inference.engine_log_probs=true")
     if cfg.algorithm.rollout_is_threshold <= 0:
         raise KitError(f"config key 'algorithm.rollout_is_threshold' must be > 0, got {cfg.algorithm.rollout_is_threshold}")
     _check_choice(cfg, "training.actor.lr_schedule", ("constant", "cosine"))

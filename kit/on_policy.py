@@ -53,13 +53,14 @@ class PPOLoss:
         if tu.get_non_tensor_data(data=data, key=ON_POLICY, default=False):
             log_probs = no_padding_2_padding(model_output["log_probs"], data).detach()  # (b, R), as the loss pads them
             data["old_log_probs"] = log_probs
-            padded = data.select("response_mask", "rollout_log_probs").to_padded_tensor()  # (b, R) each
-            self.on_policy_rows.append((log_probs, padded["rollout_log_probs"], padded["response_mask"].bool()))
+            if "rollout_log_probs" in data.keys():  # a server engine with engine_log_probs=false returns none
+                padded = data.select("response_mask", "rollout_log_probs").to_padded_tensor()  # (b, R) each
+                self.on_policy_rows.append((log_probs, padded["rollout_log_probs"], padded["response_mask"].bool()))
         return losses.ppo_loss(self.config, model_output, data, dp_group)
 
     def rollout_corr_metrics(self) -> dict:
         """verl's rollout-correction metrics over the rows kept since the last call, each as a one-value list like
-        the loss's per-micro-batch metrics; {} when the update was not on-policy."""
+        the loss's per-micro-batch metrics; {} when the update was not on-policy or the sampler gave no log-probs."""
         if not self.on_policy_rows:
             return {}
         width = max(log_probs.shape[1] for log_probs, _, _ in self.on_policy_rows)

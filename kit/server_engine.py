@@ -102,7 +102,8 @@ def kit_layout(batch: TensorDict, max_new_tokens: int) -> TensorDict:
     responses = batch["responses"][:, :max_new_tokens]  # (B, R)
     response_mask = batch["response_mask"][:, :max_new_tokens]  # (B, R): the generated tokens, eos included
     rollout = rollout_layout(prompts, prompt_mask[:, padded_width - width:], responses, response_mask)
-    rollout["rollout_log_probs"] = batch["rollout_log_probs"][:, :max_new_tokens].float()  # (B, R), the engine's
+    if "rollout_log_probs" in batch.keys():  # inference.engine_log_probs
+        rollout["rollout_log_probs"] = batch["rollout_log_probs"][:, :max_new_tokens].float()  # (B, R), the engine's
     return rollout
 
 

@@ -153,7 +153,7 @@ def rollout_overrides(cfg: DictConfig) -> dict:
         # The servers' context (max_model_len) is prompt_length + response_length: the model's own.
         "prompt_length": max(cfg.model_context - inference.max_response_length, 1),  # too long: inference.py says so
         "response_length": inference.max_response_length,
-        "calculate_log_probs": True,  # the engine's own log-probs: rollout_log_probs, for rollout correction
+        "calculate_log_probs": inference.engine_log_probs,  # the engine's own: rollout_log_probs
         "gpu_memory_utilization": inference.gpu_memory_utilization,
         "tensor_model_parallel_size": inference.tensor_parallel_size,
         "max_num_batched_tokens": inference.max_num_batched_tokens,

@@ -136,6 +136,27 @@ def test_conversations_train_only_the_models_tokens_with_their_sampled_log_probs
     assert metrics["episode/well_formed_call_share"] == 1.0 and metrics["episode/tool_errors"] == 0
 
 
+class WithoutLogProbs:
+    """The hf engine's turns without the sampler's log-probs and entropy: what vllm and sglang return with
+    inference.engine_log_probs=false (they never return entropy)."""
+
+    def __init__(self, engine):
+        self.engine, self.world_size = engine, engine.world_size
+
+    def generate(self, request):
+        return self.engine.generate(request).exclude("rollout_log_probs", "rollout_entropy")
+
+
+def test_conversations_from_an_engine_without_log_probs(conversation_setup, monkeypatch):
+    cfg, workers, tok, tools = conversation_setup
+    monkeypatch.chdir(ROOT)
+    full = inference.generate(workers.actor, tok, ["Compute 5 + 6 ="], cfg, n=2, seed=1, tools=tools)
+    bare = inference.generate(WithoutLogProbs(workers.actor), tok, ["Compute 5 + 6 ="], cfg, n=2, seed=1, tools=tools)
+    for key in ("responses", "response_mask", "attention_mask"):
+        assert torch.equal(bare.batch[key], full.batch[key]), key
+    assert not {"rollout_log_probs", "rollout_entropy"} & set(bare.batch.keys())  # no zeros standing in for them
+
+
 def test_environment_episodes_sum_turn_rewards_and_train_only_the_models_tokens(conversation_setup, tiny_model_dir,
                                                                                  monkeypatch):
     cfg, workers, tok, _ = conversation_setup

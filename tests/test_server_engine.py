@@ -65,6 +65,11 @@ def test_config_yaml_becomes_verls_rollout_config(tiny_model_dir):
     (["inference.max_num_batched_tokens=0"], "'inference.max_num_batched_tokens' must be a positive integer"),
     (["algorithm.rollout_is=seq"], "'algorithm.rollout_is' must be one of null, token, sequence; got 'seq'"),
     (["algorithm.rollout_is_threshold=0"], "'algorithm.rollout_is_threshold' must be > 0"),
+    (["inference.engine_log_probs=false", "algorithm.rollout_is=token"],
+     "algorithm.rollout_is=token weighs the engine's own log-probs: set inference.engine_log_probs=true"),
+    (["inference.engine_log_probs=false", "algorithm.rollout_is=null", "algorithm.policy_loss=bypass_mode"],
+     "algorithm.policy_loss=bypass_mode weighs the engine's own log-probs: set inference.engine_log_probs=true"),
+    (["inference.engine_log_probs=maybe"], "'inference.engine_log_probs' must be true or false"),
 ])
 def test_bad_engine_settings_get_one_line(tiny_model_dir, overrides, message):
     with pytest.raises(KitError, match=message):
@@ -99,14 +104,16 @@ class HFServer:
             logits = self.model(output).logits[0, len(prompt_ids) - 1:-1]  # (new tokens, V)
         tokens = output[0, len(prompt_ids):]
         log_probs = torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, None])[:, 0]
-        return TokenOutput(token_ids=tokens.tolist(), log_probs=log_probs.tolist())
+        return TokenOutput(token_ids=tokens.tolist(), log_probs=log_probs.tolist() if sampling_params["logprobs"] else None)
 
 
-@pytest.mark.parametrize("engine", ["sglang", "vllm"])
-def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokenizer, engine):
+@pytest.mark.parametrize("engine, log_probs", [("sglang", True), ("vllm", True), ("sglang", False)])
+def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokenizer, engine, log_probs):
     if engine == "vllm":  # the kit's vLLM request settings are vLLM's own types: where it is installed (not CI)
         vllm_sampling = pytest.importorskip("vllm.sampling_params")
-    _, verl_cfg = engine_config(tiny_model_dir, f"inference.engine={engine}")
+    correction = [] if log_probs else ["algorithm.rollout_is=null"]  # rollout_is weighs the engine's log-probs
+    _, verl_cfg = engine_config(tiny_model_dir, f"inference.engine={engine}", f"inference.engine_log_probs={log_probs}",
+                                *correction)
     server = HFServer(tiny_model_dir)
     worker = AgentLoopWorker(verl_cfg, llm_client=server)  # verl's own worker, loading the kit's loop from its file
     contexts = [tiny_tokenizer(text)["input_ids"] for text in ("What is 1 + 2?", "3 + 4 =", "What is 12 + 30? 12 + 30 =")]
@@ -115,7 +122,7 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
     got = kit_layout(output.batch, max_new)
 
     assert all(r["temperature"] == 0.0 and r["top_p"] == 1.0 and r["max_tokens"] == max_new and r["stop_token_ids"] == [eos]
-               and r["logprobs"] for r in server.requests)  # the request's settings reach the engine
+               and r["logprobs"] is log_probs for r in server.requests)  # the request's settings reach the engine
     input_ids, prompt_mask = inference.left_pad(contexts, pad)  # (B, P): as the hf engine receives them
     sampler = Sampler(server.model.config, torch.float32, torch.device("cpu"), cuda_graphs=False)  # the hf engine's
     sampler.load_weights(server.model)
@@ -123,6 +130,9 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
     expected = rollout_fields(input_ids, prompt_mask, responses, eos)  # the hf engine's layout
     for key in expected.keys():
         assert torch.equal(got[key], expected[key]), key
+    if not log_probs:  # inference.engine_log_probs=false: none asked for, none in the batch
+        assert "rollout_log_probs" not in got.keys()
+        return
     assert got["rollout_log_probs"].shape == got["responses"].shape
     assert (got["rollout_log_probs"] < 0).sum() == got["response_mask"].sum()  # one log-prob per generated token
     # each request's wait for the engine, as verl's manager summarises it (the kit logs timing/slowest_request)

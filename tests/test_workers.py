@@ -98,8 +98,14 @@ def test_on_policy_update_equals_the_update_after_a_log_prob_pass(setup, tmp_pat
     training.load_checkpoint(workers, str(tmp_path / "before"))
     updated["on-policy"] = training.update_actor(workers, batch, cfg)  # no old_log_probs in the batch
     after["on-policy"] = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
+    training.load_checkpoint(workers, str(tmp_path / "before"))
+    without_sampler_log_probs = copy.deepcopy(batch)  # as from vllm/sglang with inference.engine_log_probs=false
+    del without_sampler_log_probs.batch["rollout_log_probs"]
+    updated["no sampler log-probs"] = training.update_actor(workers, without_sampler_log_probs, cfg)
+    assert not any(key.startswith("rollout_corr/") for key in updated["no sampler log-probs"])
     for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "actor/loss"):
         assert updated["on-policy"][key] == pytest.approx(updated["log-prob pass"][key], rel=1e-5, abs=1e-7), key
+        assert updated["no sampler log-probs"][key] == pytest.approx(updated["on-policy"][key], rel=1e-5, abs=1e-7), key
     assert torch.allclose(after["on-policy"], after["log-prob pass"], atol=1e-6)  # the same new weights
     assert not torch.allclose(after["on-policy"], with_pass.batch["old_log_probs"])  # which did move
     assert updated["on-policy"]["rollout_corr/log_ppl_abs_diff"] < 1e-5  # sampler and trainer agree, as measured
