@@ -10,6 +10,8 @@
 # .gpu-vllm in a first call that only unpacks it (source bench/gpu_setup.sh), then .gpu with the runs and a WAIT_S
 # that covers the whole queue (560), and size the queue to end within that second call.
 #
+# What the calls carry: bench/make_carry.sh builds all of it (.gpu, .gpu-vllm, SmolLM2's GGUF in parts) and says
+# which call carries what.
 # Use: source bench/gpu_setup.sh; bash bench/throughput.sh WAIT_S RUN...
 #   bash bench/throughput.sh 540 kit-smollm2 trl-smollm2 kit-qwen-1024 trl-qwen-1024 kit-learn@0+trl-learn@1
 # Each argument runs after the one before; A+B runs A and B at the same time, and A:B runs B after A (so
@@ -169,7 +171,9 @@ if [ "$1" = --background ]; then  # the runs themselves, started by the first ca
   for shape in $shapes; do
     [ -f $models/$shape/config.json ] || { python bench/random_model.py $shape $models/.$shape && mv $models/.$shape $models/$shape; }
   done
-  [[ $* == *verl-* ]] && bash bench/verl_trainer.sh prepare  # its TransferQueue, now: a later call may not carry .gpu
+  if [[ $* == *verl-* ]]; then  # its TransferQueue, now: a later call may not carry .gpu; the first call's status says if not
+    bash bench/verl_trainer.sh prepare >> $root/status 2>&1 || echo "verl-* runs will fail (bench/make_carry.sh)" >> $root/status
+  fi
   for group in "$@"; do
     for queue in ${group//+/ }; do (for run in ${queue//:/ }; do (one_run $run); done) & done; wait
   done
