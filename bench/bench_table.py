@@ -102,7 +102,7 @@ def trl_row(result: dict) -> dict:
 
 
 def nvidia_smi_peak_gb(path: Path):
-    """The highest memory in use on any one GPU (lines 'index, MiB' or, from 2026-12-05, 'index, busy %, MiB')."""
+    """The highest memory in use on any one GPU (lines 'index, MiB' or, from lease 14 on, 'index, busy %, MiB')."""
     mib = [int(line.split(",")[-1]) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     return max(mib) / 1024 if mib else None
 

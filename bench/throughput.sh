@@ -45,8 +45,8 @@
 #                      sooner, and slower to generate; for runs that check learning, not speed)
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
 #   stats              kit only: inference.engine_kwargs.disable_log_stats=false (vLLM logs its decode throughput and
-#                      running requests every VLLM_LOG_STATS_INTERVAL seconds, here 2); a kit or verl run's throughput lines from the vllm/sglang
-#                      servers' Ray logs go to engine_stats.txt
+#                      running requests every VLLM_LOG_STATS_INTERVAL seconds, here 2); a kit or verl run's
+#                      throughput lines from the vllm/sglang servers' Ray logs go to engine_stats.txt
 #   watch              kit only: bench/watch_generation.sh samples the busiest processes (top, py-spy) for 8 s
 #                      inside the second step's generation phase (top.txt, pyspy_PID.txt)
 #   free               kit only: inference.free_sampler=true (the hf sampler's copy and cache freed for the update)

@@ -6,8 +6,8 @@ usage: python bench/vllm_generation.py MODEL_DIR NEW_TOKENS OUT_JSON
   bf16, gpu_memory_utilization 0.5, all 512 requests running at once (max_num_seqs), max_num_batched_tokens 8192.
   64 prompts x 8 samples as separate requests, as the kit sends them, sampling at temperature 1, every request
   running to NEW_TOKENS (ignore_eos). Variants of the request: the kit's (each token's log-prob, no text),
-  without log-probs, and the kit's with vLLM's flat log-prob lists (fewer Python objects per token). Each variant
-  runs twice and the second run is timed. Compare `timing/generation` of a kit-*-vllm run on the same machine.
+  without log-probs, and the kit's with vLLM's flat log-prob lists (fewer Python objects per token). One untimed
+  warm-up batch with the kit's settings, then each variant's batch once, timed. Compare `timing/generation` of a kit-*-vllm run on the same machine.
 """
 
 import json

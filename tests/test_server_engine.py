@@ -130,15 +130,15 @@ def test_agent_loop_output_has_the_hf_engines_layout(tiny_model_dir, tiny_tokeni
     expected = rollout_fields(input_ids, prompt_mask, responses, eos)  # the hf engine's layout
     for key in expected.keys():
         assert torch.equal(got[key], expected[key]), key
+    # each request's wait for the engine, as verl's manager summarises it (the kit logs timing/slowest_request)
+    waits = [metric["generate_sequences"] for metric in output.meta_info["metrics"]]
+    timing = AgentLoopManager._performance_metrics(None, [output.meta_info["metrics"]], output)
+    assert len(waits) == len(contexts) and min(waits) > 0 and timing["agent_loop/generate_sequences/max"] == max(waits)
     if not log_probs:  # inference.engine_log_probs=false: none asked for, none in the batch
         assert "rollout_log_probs" not in got.keys()
         return
     assert got["rollout_log_probs"].shape == got["responses"].shape
     assert (got["rollout_log_probs"] < 0).sum() == got["response_mask"].sum()  # one log-prob per generated token
-    # each request's wait for the engine, as verl's manager summarises it (the kit logs timing/slowest_request)
-    waits = [metric["generate_sequences"] for metric in output.meta_info["metrics"]]
-    timing = AgentLoopManager._performance_metrics(None, [output.meta_info["metrics"]], output)
-    assert len(waits) == len(contexts) and min(waits) > 0 and timing["agent_loop/generate_sequences/max"] == max(waits)
     if engine == "vllm":  # only the final output, token ids without text: what verl's server reads of it
         params = [vllm_sampling.SamplingParams(**{**request, "logprobs": 0}) for request in server.requests]
         assert all(p.output_kind == vllm_sampling.RequestOutputKind.FINAL_ONLY and not p.detokenize for p in params)

@@ -287,8 +287,6 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
     # On one GPU kit/verl_config.py names a layer class no model has: verl's apply_fsdp2 must then wrap the root
     # alone (checked here on the CPU with the config the kit makes for one GPU). Not with LoRA and a server engine:
     # verl merges adapters for the weight sync only inside per-layer units (the next test).
-    import torch
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from transformers import AutoModelForCausalLM
     from verl.utils.fsdp_utils import apply_fsdp2
@@ -301,13 +299,10 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
     resolve_hardware(cfg, node_gpus=[0])
     cfg.model_context = 512
     engine = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=True)).actor_rollout_ref.actor.fsdp_config
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
+    with one_rank_process_group(tmp_path, "gloo"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
         apply_fsdp2(model, {"mesh": init_device_mesh("cpu", (1,))}, engine)
         assert [name for name, module in model.named_modules() if isinstance(module, FSDPModule)] == units
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("per_layer_units", [False, True])
