@@ -44,6 +44,7 @@
 #   eager              kit only: inference.enforce_eager=true (vllm/sglang start without compiling or CUDA graphs:
 #                      sooner, and slower to generate; for runs that check learning, not speed)
 #   nocache            kit only: inference.free_cache_engine=false (vllm/sglang stay awake through the update)
+#   nolp               kit only: inference.engine_log_probs=false (vllm/sglang return no per-token log-probs)
 #   stats              kit only: inference.engine_kwargs.disable_log_stats=false (vLLM logs its decode throughput and
 #                      running requests every VLLM_LOG_STATS_INTERVAL seconds, here 2); a kit or verl run's
 #                      throughput lines from the vllm/sglang servers' Ray logs go to engine_stats.txt
@@ -116,6 +117,7 @@ one_run() {  # NAME[@GPUS]: the command, its log, its GPU memory every 0.25 s, a
     [[ $name == *-ckpt* ]] && cmd+=" training.actor.gradient_checkpointing=true"
     [[ $name == *-nocache* ]] && cmd+=" inference.free_cache_engine=false"
     [[ $name == *-eager* ]] && cmd+=" inference.enforce_eager=true"
+    [[ $name == *-nolp* ]] && cmd+=" inference.engine_log_probs=false"
     [[ $name == *-stats* ]] && cmd+=" inference.engine_kwargs.disable_log_stats=false" \
       && export VLLM_LOG_STATS_INTERVAL=${VLLM_LOG_STATS_INTERVAL:-2}  # seconds (vLLM's default: 10)
     [[ $name == *-free* ]] && cmd+=" inference.free_sampler=true"
