@@ -4,7 +4,8 @@ DIR/<run>/metrics.jsonl is a kit run (DIR/verl-*/metrics.jsonl: verl's own train
 DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside either is nvidia-smi's memory in use
 every 0.25 s. Prints one markdown table of the throughput runs (kit: means
 of steps 2..end, step 1 includes warm-up and compilation, as does a resumed run's first step; TRL: trl_bench.py's own means of steps 2..end) with
-the TRL/kit step-time and Ngpu/1gpu throughput ratios under it, and one of the learning runs (*learn*): held-out accuracy
+the TRL/kit step-time and Ngpu/1gpu throughput ratios under it, a table of step 1 alone (warm-up included: the
+only step a one-step run such as verl-*-s1 has) with verl/kit ratios, and one of the learning runs (*learn*): held-out accuracy
 against training wall seconds (kit: cumulative timing/step of the train rows, validation left out). Writes
 DIR/summary.json and, with matplotlib, DIR/learning_curve.png. A value a run did not record shows as "-".
 
@@ -77,6 +78,13 @@ def kit_row(rows: list[dict], resumed_at: int | None = None) -> dict:
     }
 
 
+def first_step(rows: list[dict]) -> dict:
+    """Step 1's seconds (warm-up and compilation included), for runs too short for kit_row's means."""
+    row = next((r for r in rows if "train/reward_mean" in r and r["step"] == 1), {})
+    return {column: row.get(key) for column, key in (("step s", "timing/step"), ("generation s", "timing/generation"),
+                                                    ("log-probs s", "timing/log_prob"), ("update s", "timing/update"))}
+
+
 def verl_as_kit(line: dict) -> dict:
     """A step of verl's trainer (its file logger's {"step": N, "data": {...}}) under the kit's metric names; a key
     verl did not log stays out (its column shows "-")."""
@@ -126,7 +134,7 @@ def fmt(value) -> str:
 
 
 def main(folder: Path):
-    throughput, curves, generation = {}, {}, {}
+    throughput, curves, generation, step_one = {}, {}, {}, {}
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         run, metrics, result = run_dir.name, run_dir / "metrics.jsonl", run_dir / "result.json"
         if run.startswith(("gen-", "vllmgen-")) and result.exists():  # bench/generation.py, bench/vllm_generation.py
@@ -139,6 +147,8 @@ def main(folder: Path):
             resumed = re.search(r"global_step_(\d+)", (run_dir / "resumed.txt").read_text()) \
                 if (run_dir / "resumed.txt").exists() else None
             row, curve = kit_row(rows, resumed and int(resumed[1])), kit_curve(rows)
+            if "learn" not in run:
+                step_one[run] = first_step(rows)
         elif result.exists():
             data = json.loads(result.read_text())
             row, curve = trl_row(data), data.get("curve", [])
@@ -166,6 +176,7 @@ def main(folder: Path):
             ratios[f"{run} / {one_gpu} throughput"] = ratio(throughput[one_gpu]["step s"], row["step s"])
     for name, value in ratios.items():
         print(f"- {name}: {fmt(value)}x")
+    print_step_one(step_one)
 
     if curves:
         steps = sorted({point["step"] for curve in curves.values() for point in curve})
@@ -191,6 +202,21 @@ def main(folder: Path):
                   f"{agreement.get(variant, '-')} |")
     summary = {"throughput": throughput, "ratios": ratios, "learning_curves": curves, "generation": generation}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def print_step_one(step_one: dict[str, dict]):
+    """Step 1 of each kit or verl throughput run, and each verl run's step 1 against the kit's same run's."""
+    if not step_one:
+        return
+    columns = ("step s", "generation s", "log-probs s", "update s")
+    print("\n| run, step 1 (warm-up included) | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1))
+    for run, row in step_one.items():
+        print("| " + " | ".join([run] + [fmt(row[c]) for c in columns]) + " |")
+    for run, row in step_one.items():
+        kit = "kit-" + run.partition("-")[2].removesuffix("-v0")
+        for kit_run in dict.fromkeys([kit, kit.replace("-vllm", "")]) if run.startswith("verl-") else ():
+            for name in [name for name in step_one if re.sub(r"-s\d+", "", name) == re.sub(r"-s\d+", "", kit_run)]:
+                print(f"- {run} / {name} step 1: {fmt(ratio(row['step s'], step_one[name]['step s']))}x")
 
 
 def speedup(variant: str, figures: dict) -> str:
