@@ -78,6 +78,17 @@ def kit_row(rows: list[dict], resumed_at: int | None = None) -> dict:
     }
 
 
+def kit_peers(run: str, runs) -> list[str]:
+    """The kit runs a TRL or verl run (trl-*, verl-*) is compared with: the kit's run of the same name, for verl's
+    also the hf one (its name without -vllm), whatever either's step count (-sN); none for other runs."""
+    peer, _, rest = run.partition("-")
+    if peer not in ("trl", "verl"):
+        return []
+    kit = "kit-" + rest.removesuffix("-v0")
+    wanted = list(dict.fromkeys(re.sub(r"-s\d+", "", name) for name in (kit, kit.replace("-vllm", ""))))
+    return [name for want in wanted for name in runs if name.startswith("kit-") and re.sub(r"-s\d+", "", name) == want]
+
+
 def first_step(rows: list[dict]) -> dict:
     """Step 1's seconds (warm-up and compilation included), for runs too short for kit_row's means."""
     row = next((r for r in rows if "train/reward_mean" in r and r["step"] == 1), {})
@@ -166,11 +177,9 @@ def main(folder: Path):
         print("| " + " | ".join([run] + [fmt(row.get(c)) for c in COLUMNS[1:]]) + " |")
     ratios = {}
     for run, row in throughput.items():
-        peer, _, rest = run.partition("-")  # TRL's or verl's trainer against the kit's same run; verl's also hf's
-        kit = "kit-" + rest.removesuffix("-v0")
-        for kit_run in dict.fromkeys([kit, kit.replace("-vllm", "")]) if peer in ("trl", "verl") else ():
-            if kit_run in throughput:
-                ratios[f"{run} / {kit_run} step time"] = ratio(row["step s"], throughput[kit_run]["step s"])
+        for kit_run in kit_peers(run, throughput):  # TRL's or verl's trainer against the kit's same run
+            if (value := ratio(row["step s"], throughput[kit_run]["step s"])) is not None:  # a one-step run has none
+                ratios[f"{run} / {kit_run} step time"] = value
         one_gpu = re.sub(r"-\d+gpu", "", run).replace("-resume", "")
         if re.search(r"-\d+gpu", run) and one_gpu in throughput:  # the same batch, so throughput goes as 1 / step time
             ratios[f"{run} / {one_gpu} throughput"] = ratio(throughput[one_gpu]["step s"], row["step s"])
@@ -205,7 +214,7 @@ def main(folder: Path):
 
 
 def print_step_one(step_one: dict[str, dict]):
-    """Step 1 of each kit or verl throughput run, and each verl run's step 1 against the kit's same run's."""
+    """Step 1 of each kit or verl throughput run, and each verl run's step 1 against the kit's same runs'."""
     if not step_one:
         return
     columns = ("step s", "generation s", "log-probs s", "update s")
@@ -213,10 +222,8 @@ def print_step_one(step_one: dict[str, dict]):
     for run, row in step_one.items():
         print("| " + " | ".join([run] + [fmt(row[c]) for c in columns]) + " |")
     for run, row in step_one.items():
-        kit = "kit-" + run.partition("-")[2].removesuffix("-v0")
-        for kit_run in dict.fromkeys([kit, kit.replace("-vllm", "")]) if run.startswith("verl-") else ():
-            for name in [name for name in step_one if re.sub(r"-s\d+", "", name) == re.sub(r"-s\d+", "", kit_run)]:
-                print(f"- {run} / {name} step 1: {fmt(ratio(row['step s'], step_one[name]['step s']))}x")
+        for kit_run in kit_peers(run, step_one):
+            print(f"- {run} / {kit_run} step 1: {fmt(ratio(row['step s'], step_one[kit_run]['step s']))}x")
 
 
 def speedup(variant: str, figures: dict) -> str:
