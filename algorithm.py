@@ -11,12 +11,11 @@ the actor and a plot of reward and accuracy in output_dir.
 import sys
 from dataclasses import dataclass
 
-from kit import cpu_platform  # first: on a machine without a GPU it selects the CPU platform before verl loads
+from kit.patches import cpu_platform  # noqa: F401  first: on a machine without a GPU it selects the CPU platform before verl loads
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from transformers import AutoConfig, AutoTokenizer
 from verl.trainer.ppo.core_algos import get_kl_controller
 from verl.trainer.ppo.metric_utils import compute_data_metrics
 from verl.trainer.ppo.ray_trainer import apply_kl_penalty, compute_advantage
@@ -24,17 +23,14 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_
 
 import inference
 import training
-from kit import checkpoints, cluster, memory
-from kit.config import cpu_defaults, load_config, resolve_hardware
-from kit.errors import one_line_errors
-from kit.help import help_text
-from kit.models import resolve_model_path
-from kit.preflight import check_algorithm, check_loggers, check_no_trl
-from kit.rewards import RewardScorer
-from kit.run_log import RunLog, outputs_written_after
-from kit.stopping import GracefulStop
-from kit.task import Problems, Task
-from kit.verl_config import compose_verl_config, verl_overrides
+from kit.data.rewards import RewardScorer
+from kit.data.task import Problems, Task
+from kit.run import checkpoints
+from kit.run.failures import one_line_errors
+from kit.run.run_log import RunLog, outputs_written_after
+from kit.run.stopping import GracefulStop
+from kit.setup.help import help_text
+from kit.setup.prepare import prepare
 
 
 @dataclass
@@ -42,13 +38,13 @@ class Run:
     """What every step uses, built once."""
     cfg: DictConfig
     verl_cfg: DictConfig
-    task: Task  # env.py: a dataset task (get_batch) or an Environment class (kit/task.py)
+    task: Task  # env.py: a dataset task (get_batch) or an Environment class (kit/data/task.py)
     tokenizer: object
     reward: RewardScorer
     workers: training.Workers
     engine: object  # the rollout engine (inference.start_engine): the actor workers for hf, verl's servers for vllm/sglang
     kl_ctrl: object  # verl's FixedKLController / AdaptiveKLController: the KL-in-reward coefficient
-    tools: object  # tools.yaml's tools in multi-turn mode (kit/tools.ToolBox), else None
+    tools: object  # tools.yaml's tools in multi-turn mode (kit/rollout/tools.ToolBox), else None
 
 
 @one_line_errors
@@ -56,15 +52,9 @@ def main(overrides: list[str]):
     if overrides[:1] in (["--help"], ["-h"]):  # the usage and every key of config.yaml (or those under a prefix)
         print(help_text("config.yaml", *overrides[1:2]), end="")
         return
-    # ---- setup: config, resume point, model, task, reward, workers ------------------------------------
-    cfg = load_config("config.yaml", overrides)
-    check_no_trl()
-    check_algorithm(cfg)
-    check_loggers(cfg)
-    inference.check_engine(cfg)
-    resolve_hardware(cfg, cluster.node_gpus(cfg))  # this machine's GPUs, or (ray_address) each cluster node's
-    if cpu_run := cpu_defaults(cfg, overrides):  # config.yaml's `cpu` keys: a run that shows learning in minutes
-        print(f"no GPU: a shorter run for the CPU, {' '.join(cpu_run)} (set them to change it; README, CPU)")
+    # ---- setup: config and every check, resume point, task, reward, workers ----------------------------
+    setup = prepare("config.yaml", overrides)  # kit/setup/prepare.py: a mistake is one line, before any worker starts
+    cfg, verl_cfg, tokenizer = setup.cfg, setup.verl_cfg, setup.tokenizer
     total_steps = cfg.num_epochs * cfg.steps_per_epoch
     resume_from = checkpoints.find(cfg)
     state = checkpoints.load_state(resume_from) if resume_from else {"step": 0}
@@ -74,21 +64,8 @@ def main(overrides: list[str]):
             print(f"this run already finished: {resume_from} is step {state['step']} of {total_steps}. Raise "
                   "num_epochs or steps_per_epoch to train on, or set resume=off (or a new output_dir) to start over.")
             return
-    if cfg.num_gpus == 0:
-        cpu_platform.enable()
-    model_dir = resolve_model_path(cfg.model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, clean_up_tokenization_spaces=False)  # BPE: the decode as sampled
-    hf_config = AutoConfig.from_pretrained(model_dir)
-    cfg.model_context = hf_config.max_position_embeddings
-    inference.check_tensor_parallel(cfg, hf_config)
-    gpu = memory.gpu_bytes() if cfg.num_gpus else None  # None on a Ray head without GPUs: the checks are skipped
-    memory.size_micro_batches(cfg, hf_config, gpu)  # max_tokens_per_gpu auto: as large as the GPU's memory allows
-    if gpu:  # stops here, naming the keys to change, when it cannot fit
-        print(memory.check_fits(cfg, hf_config, gpu))
-    verl_cfg = compose_verl_config(verl_overrides(cfg, model_dir, on_gpu=cfg.num_gpus > 0))
     task, tools = Task(cfg.env, cfg.data), inference.load_tools(cfg, tokenizer)
-    reward = RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout)
-    cluster.check_shared_output_dir(cfg)  # on a cluster, every node must see output_dir as the driver does
+    reward = RewardScorer(verl_cfg, tokenizer, cfg.reward.timeout)
     workers = training.start_workers(cfg, verl_cfg)  # last: every mistake above is found before a worker starts
     run = Run(cfg, verl_cfg, task, tokenizer, reward, workers, inference.start_engine(cfg, verl_cfg, workers),
               get_kl_controller(verl_cfg.algorithm.kl_ctrl), tools)
@@ -201,7 +178,7 @@ def validate(run: Run, log: RunLog, step: int):
 
 
 def save(run: Run, step: int):
-    """Everything a resumed run needs to continue as if never stopped (kit/checkpoints.py)."""
+    """Everything a resumed run needs to continue as if never stopped (kit/run/checkpoints.py)."""
     loop_state = {"kl_coef": float(run.kl_ctrl.value), "env": run.task.state_dict()}  # float: the adaptive one is numpy's
     with checkpoints.writing(run.cfg, step, loop_state) as folder:
         training.save_checkpoint(run.workers, folder, step)

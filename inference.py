@@ -1,19 +1,18 @@
 """inference.py: the rollout engine. Prompts in; n responses each out, as one verl DataProto.
 
 Engine `hf` (the default) generates inside verl's actor workers (kit/worker.py) with the kit's sampler
-(kit/sampler.py): a plain copy of the actor's model given its current weights before each rollout, a static
+(kit/rollout/sampler.py): a plain copy of the actor's model given its current weights before each rollout, a static
 KV cache, and on GPUs each decode step replayed as one CUDA graph. Engines `vllm` and `sglang` are verl's
 inference servers on the same GPUs, given the actor's weights before each rollout and put to sleep after it
-(kit/server_engine.py). All three take the same requests and return the same layout. Rows come back grouped by
+(kit/rollout/server_engine.py). All three take the same requests and return the same layout. Rows come back grouped by
 prompt: prompt i owns rows i*n .. i*n + n - 1.
 
-With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/tools.py)
+With inference.multi_turn the model takes turns: the tool calls it writes run (tools.yaml, kit/rollout/tools.py)
 and their results come back as tool messages until it stops calling. With an env.py Environment class each
 turn is an action and the environment's observation comes back as the next user message. The model's own
-tokens are kept exactly as sampled and are the only ones trained (kit/conversation.py).
+tokens are kept exactly as sampled and are the only ones trained (kit/rollout/conversation.py).
 """
 
-import importlib.util
 from contextlib import nullcontext
 from functools import partial
 
@@ -22,52 +21,18 @@ import torch
 from tensordict import TensorDict
 from verl import DataProto
 from verl.utils import tensordict_utils as tu
-from verl.workers.rollout.replica import get_rollout_replica_class
 
-from kit.conversation import ENVIRONMENT_KEYS, TOOL_KEYS, Episode, assemble, environment_reply, tool_reply
+from kit.data.task import start_messages
 from kit.errors import KitError
-from kit.server_engine import ServerEngine
-from kit.task import start_messages
-from kit.tools import ToolBox
+from kit.rollout.conversation import ENVIRONMENT_KEYS, TOOL_KEYS, Episode, assemble, environment_reply, tool_reply
+from kit.rollout.server_engine import ServerEngine
+from kit.rollout.tools import ToolBox
 
-ENGINES = ("hf", "vllm", "sglang")
-INSTALL = {
-    "vllm": "pip install -e '.[vllm]' (the version verl 0.9.1 pins), or use inference.engine=hf",
-    "sglang": "pip install -e '.[sglang]' (sglang 0.5.14 with transformers 5.8.1, in an environment of its own), "
-              "or use inference.engine=hf",
-}
-
-
-def check_engine(cfg):
-    """Fail before any worker starts if the configured engine cannot run."""
-    engine = cfg.inference.engine
-    if engine not in ENGINES:
-        raise KitError(f"inference.engine '{engine}' is unknown: choose one of {', '.join(ENGINES)}")
-    if engine == "hf":
-        return
-    if importlib.util.find_spec(engine) is None:
-        raise KitError(f"inference.engine '{engine}' needs {engine}, which is not installed: {INSTALL[engine]}")
-    if cfg.num_gpus == 0 or torch.cuda.device_count() == 0:
-        raise KitError(f"inference.engine '{engine}' runs on GPUs only and none is in use: use inference.engine=hf on the CPU")
-    try:  # verl's server for the engine imports the engine's internals: a wrong version fails here
-        get_rollout_replica_class(engine)
-    except Exception as exc:
-        raise KitError(f"inference.engine '{engine}': verl 0.9.1 could not load its {engine} server ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}): {INSTALL[engine]}") from None
-
-
-def check_tensor_parallel(cfg, hf_config):
-    """vllm/sglang give each GPU of a replica an equal share of the attention heads."""
-    heads, size = hf_config.num_attention_heads, cfg.inference.tensor_parallel_size
-    if cfg.inference.engine != "hf" and heads % size:
-        fitting = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
-        raise KitError(f"inference.tensor_parallel_size={size} must divide the model's {heads} attention heads: "
-                       f"use one of {fitting} (that divides the GPUs too), or more replicas of fewer GPUs")
 
 
 def start_engine(cfg, verl_cfg, workers):
     """hf samples inside the actor workers themselves; vllm and sglang are verl's inference servers, started on
-    the same GPUs (kit/server_engine.py). Either one generates with `generate(engine, ...)` below."""
+    the same GPUs (kit/rollout/server_engine.py). Either one generates with `generate(engine, ...)` below."""
     if cfg.inference.engine == "hf":
         return workers.actor
     return ServerEngine(verl_cfg, workers.actor)

@@ -26,10 +26,9 @@ from verl.workers.config import TrainingWorkerConfig
 from verl.workers.utils.losses import value_loss
 from verl.workers.utils.padding import left_right_2_no_padding
 
-from kit import cluster
-from kit.on_policy import ON_POLICY, needs_old_log_probs  # algorithm.py asks training.needs_old_log_probs
-from kit.padding import no_padding_2_padding  # verl's, vectorised
-from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
+from kit.patches.on_policy import ON_POLICY, SUM_PI_SQUARED_ESTIMATORS, needs_old_log_probs  # algorithm.py asks this
+from kit.patches.padding import no_padding_2_padding  # verl's, vectorised
+from kit.setup import cluster
 from kit.worker import CriticWorker, KitWorker
 
 
@@ -45,7 +44,7 @@ def start_workers(cfg, verl_cfg) -> Workers:
     if not on_gpu:  # Ray gives each worker one thread unless told; CPU workers share the cores instead
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, os.cpu_count() // max(cfg.worker_layout))))
     if cfg.ray_address is None:
-        cluster.start_local(cfg)  # else algorithm.py joined the cluster (kit/cluster.py)
+        cluster.start_local(cfg)  # else algorithm.py joined the cluster (kit/setup/cluster.py)
     roles = {"actor": RayClassWithInitArgs(ray.remote(KitWorker), config=verl_cfg.actor_rollout_ref, role=actor_role(cfg))}
     if needs_critic(cfg):
         critic_cfg = omega_conf_to_dataclass(verl_cfg.critic)
@@ -183,7 +182,7 @@ def _named_metrics(output, role: str) -> dict:
         values = torch.tensor([float(v) for v in (value if isinstance(value, list) else [value])])
         if key == "mfu":
             metrics[f"perf/mfu/{role}"] = values.mean().item()
-        elif key.startswith("rollout_corr/"):  # the on-policy update's own (kit/on_policy.py)
+        elif key.startswith("rollout_corr/"):  # the on-policy update's own (kit/patches/on_policy.py)
             metrics[key] = values.mean().item()
         elif key == "perf/max_memory_allocated_gb":
             metrics[key] = values.max().item()

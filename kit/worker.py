@@ -1,7 +1,7 @@
 """The Ray workers the kit runs: verl's ActorRolloutRefWorker plus the kit's `hf` generation, and verl's
 TrainingWorker as the PPO critic.
 
-verl 0.9.1 has no usable HF rollout, so `generate` samples with the kit's sampler (kit/sampler.py): an
+verl 0.9.1 has no usable HF rollout, so `generate` samples with the kit's sampler (kit/rollout/sampler.py): an
 unsharded copy of the actor's model in each worker, given the actor's weights after each update,
 decoding with a static KV cache and CUDA graphs. On CPU, one GPU or N GPUs.
 """
@@ -12,25 +12,28 @@ import ray
 import torch
 from tensordict import TensorDict
 from torch.distributed.fsdp import FSDPModule
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
-from verl.utils import model as verl_model
+from transformers import AutoModelForCausalLM
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
 from verl.utils import tensordict_utils as tu
 from verl.utils.device import get_device_name, set_expandable_segments
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit import causal_padding, cpu_platform, export, on_policy, optimizer_offload, padding, single_rank, token_log_probs
-from kit.batching import rollout_layout
-from kit.checkpoints import limit_permissions
-from kit.sampler import Sampler
+from kit.patches import (causal_padding, cpu_platform, on_policy, optimizer_offload, padding, single_rank, token_log_probs,
+                         value_model)
+from kit.rollout.batching import rollout_layout
+from kit.rollout.sampler import Sampler
+from kit.run import export
+from kit.run.checkpoints import limit_permissions
 
 
-def _prepare_process():
+def install_patches():
+    """Every patch of kit/patches a worker process needs, before verl builds its engine."""
     token_log_probs.install()
     causal_padding.install()
     padding.install()
     single_rank.install()
+    value_model.install()
     if get_device_name() == "cpu":
         cpu_platform.init_process_group()
         cpu_platform.register_fsdp_engines()
@@ -38,7 +41,7 @@ def _prepare_process():
 
 class KitWorker(ActorRolloutRefWorker):
     def __init__(self, config, role: str):
-        _prepare_process()
+        install_patches()
         # verl's roles: actor, actor_rollout (+ the vllm/sglang server adapter), actor_rollout_ref (+ the
         # reference model). verl rejects "actor_ref", which the hf engine with a KL term needs; init_model
         # keys on substrings of the role, so that one starts as "actor" and builds exactly actor + ref.
@@ -51,7 +54,7 @@ class KitWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self):
         super().init_model()
-        # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/on_policy.py)
+        # verl's PPO loss, which on-policy takes the old log-probs from the update's own forward (kit/patches/on_policy.py)
         self.set_loss_fn(on_policy.PPOLoss(self.loss_fn.keywords["config"]))
         on_policy.rollout_corr_once_per_update(self.actor.engine)
         single_rank.step_local_tensors(self.actor.engine)  # clipping and AdamW on plain tensors when one rank holds all
@@ -91,8 +94,8 @@ class KitWorker(ActorRolloutRefWorker):
             self.sampler = self.sampler_policy = None
         if not (free_sampler and get_device_name() == "cuda"):
             return super().update_actor(data)
-        # A 7B run kept 19.7 GiB more after its update than before it, with the cache emptied, and its second rollout
-        # ran out of memory (lease 8); with this its second rollout took what the first did (lease 9).
+        # Without it the 7B shape kept 19.7 GiB more after its update than before it, with the cache emptied, and its
+        # second rollout ran out of memory; with it the second rollout takes what the first did (docs/memory.md).
         torch.cuda.empty_cache()
         set_expandable_segments(True)
         try:
@@ -101,7 +104,7 @@ class KitWorker(ActorRolloutRefWorker):
             set_expandable_segments(False)  # the sampler's CUDA graphs capture from ordinary segments
 
     def _sampler(self, cuda_graphs: bool, compiled: bool) -> Sampler:
-        """The hf engine's sampler (kit/sampler.py), built at the first rollout: the actor's model, unsharded, in
+        """The hf engine's sampler (kit/rollout/sampler.py), built at the first rollout: the actor's model, unsharded, in
         the dtype the actor computes in."""
         if self.sampler is None:
             on_gpu = get_device_name() == "cuda"
@@ -123,7 +126,7 @@ class KitWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str):
         """Write the actor as a Hugging Face folder that `AutoModelForCausalLM.from_pretrained` loads; with LoRA
-        the adapters merged in, and the adapters alone as a peft folder in path/lora_adapter (kit/export.py)."""
+        the adapters merged in, and the adapters alone as a peft folder in path/lora_adapter (kit/run/export.py)."""
         model_config = self.actor.model_config
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(model_config.hf_config)
@@ -141,19 +144,9 @@ class CriticWorker(TrainingWorker):
     critic's base model), trained with verl's value loss. Colocated with the actor in the same process."""
 
     def __init__(self, config):
-        _prepare_process()
-        verl_model.load_valuehead_model = load_value_model
+        install_patches()
         super().__init__(config)
         single_rank.step_local_tensors(self.engine)
-
-
-def load_value_model(local_path, torch_dtype, model_config, trust_remote_code):
-    """verl's load_valuehead_model asks for flash_attention_2, which needs the flash-attn package; this
-    loads the same model with the attention the config names (sdpa by default)."""
-    return AutoModelForTokenClassification.from_pretrained(
-        local_path, torch_dtype=torch_dtype, config=model_config, trust_remote_code=trust_remote_code,
-        attn_implementation=model_config._attn_implementation or "sdpa",
-    )
 
 
 def rollout_fields(input_ids, prompt_mask, responses, eos) -> TensorDict:

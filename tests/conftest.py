@@ -8,12 +8,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
-from kit import cpu_platform  # noqa: E402, F401  (selects verl's CPU platform before verl loads)
+from kit.patches import cpu_platform  # noqa: E402, F401  (selects verl's CPU platform before verl loads)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir():
-    from kit.models import resolve_model_path
+    from kit.setup.models import resolve_model_path
 
     return resolve_model_path("embedded:tiny")
 
@@ -26,7 +26,7 @@ def tiny_tokenizer(tiny_model_dir):
 
 
 def kit_config(*overrides):
-    from kit.config import load_config
+    from kit.setup.config import load_config
 
     return load_config(str(ROOT / "config.yaml"), list(overrides))
 
@@ -35,8 +35,8 @@ def configured(model_dir, *overrides):
     """The kit's config and verl's, as algorithm.main builds them, for CPU workers."""
     from transformers import AutoConfig
 
-    from kit.config import resolve_hardware
-    from kit.verl_config import compose_verl_config, verl_overrides
+    from kit.setup.hardware import resolve_hardware
+    from kit.setup.verl_config import compose_verl_config, verl_overrides
 
     cfg = kit_config(*overrides)
     resolve_hardware(cfg, node_gpus=[0])
@@ -52,12 +52,12 @@ def make_run(cfg, verl_cfg, workers, model_dir):
 
     import algorithm
     import inference
-    from kit.on_policy import PPOLoss
-    from kit.rewards import RewardScorer
-    from kit.task import Task
+    from kit.patches.on_policy import PPOLoss
+    from kit.data.rewards import RewardScorer
+    from kit.data.task import Task
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # The loss the actor worker builds at start-up from the config (KitWorker.init_model), for this config.
     workers.actor.set_loss_fn(PPOLoss(omega_conf_to_dataclass(verl_cfg.actor_rollout_ref.actor)))
-    return algorithm.Run(cfg, verl_cfg, Task(cfg.env, cfg.data), tokenizer, RewardScorer(verl_cfg, tokenizer, cfg.reward_model.timeout), workers,
+    return algorithm.Run(cfg, verl_cfg, Task(cfg.env, cfg.data), tokenizer, RewardScorer(verl_cfg, tokenizer, cfg.reward.timeout), workers,
                          inference.start_engine(cfg, verl_cfg, workers), get_kl_controller(verl_cfg.algorithm.kl_ctrl), inference.load_tools(cfg, tokenizer))

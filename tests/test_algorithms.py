@@ -7,19 +7,20 @@ import math
 import pandas
 import pytest
 import ray
-from conftest import ROOT, configured, make_run
+from conftest import ROOT, configured, kit_config, make_run
 from verl.trainer.ppo import core_algos
 
 import algorithm
 import training
-from kit.run_log import RunLog
+from kit.patches.on_policy import needs_old_log_probs
+from kit.run.run_log import RunLog
 
 BASE = [f"env={ROOT}/env.py", "model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=4", "logger=[]",
-        "reward_model.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
-        "reward_model.custom_reward_function.name=digit_share"]
+        "reward.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
+        "reward.custom_reward_function.name=digit_share"]
 # The extra keys some of them need.
 NEEDS = {
-    "gdpo": ["algorithm.gdpo_reward_keys=[digits,short]", "reward_model.custom_reward_function.name=components"],
+    "gdpo": ["algorithm.gdpo_reward_keys=[digits,short]", "reward.custom_reward_function.name=components"],
     "dro": ["algorithm.dro_beta=0.1"],
 }
 
@@ -103,3 +104,20 @@ def test_every_example_trains_and_validates(workers, tiny_model_dir, tmp_path, m
     assert 0 <= validation["val/accuracy"] <= 1
     if run.task.environment is not None:
         assert 1 <= metrics["episode/turns"] <= cfg.inference.max_turns
+
+
+@pytest.mark.parametrize("overrides, skipped", [
+    ([], True),  # the default: one epoch, one mini-batch, hf
+    (["training.actor.ppo_epochs=2"], False),
+    (["training.actor.mini_batch_size=8"], False),  # two optimizer steps a step
+    (["inference.engine=vllm"], True),  # the 'old' log-probs are the trainer's whichever engine sampled
+    (["inference.engine=sglang"], True),
+    (["inference.engine=vllm", "algorithm.rollout_is=token"], False),  # weights from the engine's and the trainer's
+    (["algorithm.rollout_is=token"], False),
+    (["algorithm.policy_loss=bypass_mode"], False),
+    (["algorithm.use_kl_in_reward=true"], False),
+    (["algorithm.advantage_estimator=optimal_token_baseline"], False),
+    (["training.actor.use_kl_loss=true", "algorithm.advantage_estimator=gae"], True),  # a KL loss, a critic: still on-policy
+])
+def test_the_old_log_prob_pass_is_skipped_only_on_policy(overrides, skipped):
+    assert needs_old_log_probs(kit_config(*overrides)) is (not skipped)

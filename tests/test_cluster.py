@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Ray's command line from this interpreter's environment: `ray` on PATH may be another one, or none (a virtual
+# environment's python run without activating it)
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # what `ray start --head` leaves for ray_address=auto
 TINY_RUN = ("model_path=embedded:tiny", "num_gpus=0", "num_cpu_workers=2", "batch_size=2", "n_generations=4",
             "val_size=8", "val_every=0", "save_every=1")
@@ -46,7 +49,7 @@ class Cluster:
         self.second = self.start_second()
 
     def _start(self, name: str, args: list[str], private_mount: bool = False, env=None) -> subprocess.Popen:
-        command = ["ray", "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--block"]
+        command = [*RAY_CLI, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--block"]
         if private_mount:  # this node sees a tmpfs at self.private, the driver the real folder
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                        f"mount -t tmpfs tmpfs {self.private} && exec {' '.join(command)}"]

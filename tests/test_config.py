@@ -1,12 +1,18 @@
+import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import ROOT, kit_config
 from omegaconf import OmegaConf
 
-from kit.config import LIGER_PACKAGES, load_config, resolve_hardware
 from kit.errors import KitError
+from kit.setup.config import load_config
+from kit.setup.hardware import LIGER_PACKAGES, resolve_hardware
+from kit.setup.help import entries
+from kit.setup.preflight import GROUP_ESTIMATORS, check_group_size, check_output_dir
+from kit.setup.values import RANGES, in_range
 
 
 def test_defaults_load_and_overrides_apply():
@@ -21,7 +27,7 @@ def test_lora_target_modules_take_a_list():
 
 
 def test_engine_kwargs_reach_verls_rollout_config_unchecked():
-    from kit.verl_config import compose_verl_config, verl_overrides
+    from kit.setup.verl_config import compose_verl_config, verl_overrides
 
     cfg = kit_config("inference.engine=sglang", "inference.engine_kwargs.attention_backend=fa3")
     resolve_hardware(cfg, node_gpus=[1])
@@ -45,15 +51,24 @@ def test_unknown_key_names_the_closest_valid_key():
     ("n_generations=-2", "'n_generations' must be a positive integer"),
     ("training.actor.max_tokens_per_gpu=0", "'training.actor.max_tokens_per_gpu' must be auto or a positive integer"),
     ("training.actor.max_tokens_per_gpu=lots", "'training.actor.max_tokens_per_gpu' must be auto or a positive integer"),
-    ("inference.top_p=1.5", "'inference.top_p' must be in"),
+    ("inference.top_p=1.5", "'inference.top_p' must be a number in \\(0, 1\\]"),
     ("num_gpus=-1", "'num_gpus' must be auto or an integer"),
     ("inference=3", "must be a section of keys"),
     ("batch_size", "is not an override: write key=value"),
-    ("reward_model.timeout=0", "'reward_model.timeout' must be > 0 seconds"),
-    ("inference.tool_timeout=-1", "'inference.tool_timeout' must be > 0 seconds"),
+    ("reward.timeout=0", "'reward.timeout' must be a number > 0"),
+    ("inference.tool_timeout=-1", "'inference.tool_timeout' must be a number > 0"),
     ("training.actor.lora.rank=-1", "'training.actor.lora.rank' must be an integer >= 0"),
     ("training.actor.lora.alpha=0", "'training.actor.lora.alpha' must be a number > 0"),
     ("training.actor.lora.target_modules=[]", "must be all-linear or a list of layer names"),
+    ("training.actor.lr=-1", "'training.actor.lr' must be a number > 0, got -1"),
+    ("training.actor.clip_ratio=-0.1", "'training.actor.clip_ratio' must be a number > 0, got -0.1"),
+    ("training.actor.kl_loss_coef=-1", "'training.actor.kl_loss_coef' must be a number >= 0, got -1"),
+    ("training.actor.grad_clip=0", "'training.actor.grad_clip' must be a number > 0, got 0"),
+    ("training.actor.clip_ratio_c=0.5", "'training.actor.clip_ratio_c' must be a number > 1, got 0.5"),
+    ("training.actor.clip_ratio_high=-0.2", "'training.actor.clip_ratio_high' must be null or a number > 0"),
+    ("inference.max_tokens_per_turn=2.5", "'inference.max_tokens_per_turn' must be null or a positive integer"),
+    ("algorithm.gamma=1.5", "'algorithm.gamma' must be a number in \\[0, 1\\], got 1.5"),
+    ("seed=-1", "'seed' must be an integer >= 0"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(KitError, match=message):
@@ -85,7 +100,7 @@ def test_hardware_resolution_and_batch_split():
 def test_liger_reaches_verls_model_config_on_gpus_and_is_refused_where_it_cannot_run(monkeypatch):
     import importlib.util
 
-    from kit.verl_config import compose_verl_config, verl_overrides
+    from kit.setup.verl_config import compose_verl_config, verl_overrides
 
     installed = importlib.util.find_spec
     kernels = ("liger_kernel", "triton")
@@ -163,7 +178,7 @@ def test_every_key_in_config_yaml_has_a_comment():
     ("training.actor.mini_batch_size=3", "positive divisor of batch_size=16"),
     ("training.actor.lr_schedule=linear", "'training.actor.lr_schedule' must be one of constant, cosine; got 'linear'"),
     ("resume=/no/such/checkpoint", "must be auto, off or a checkpoint folder"),
-    ("algorithm.dro_beta=high", "must be a number or null"),
+    ("algorithm.dro_beta=high", "must be null or a number"),
     ("keep_last_n=0", "must be a positive integer"),
 ])
 def test_training_and_resume_keys_are_checked(override, message):
@@ -185,7 +200,7 @@ def test_a_config_file_overlays_config_yaml_and_overrides_win(tmp_path):
 
 
 def test_help_lists_every_key_with_its_default_and_comment():
-    from kit.help import help_text
+    from kit.setup.help import help_text
 
     text = help_text(str(ROOT / "config.yaml"))
     cfg = kit_config()
@@ -200,7 +215,7 @@ def test_help_lists_every_key_with_its_default_and_comment():
 
 
 def test_help_narrows_to_a_prefix_and_names_a_close_key():
-    from kit.help import help_text
+    from kit.setup.help import help_text
 
     text = help_text(str(ROOT / "config.yaml"), "inference")
     assert "inference.engine = hf" in text and "training.actor.lr = " not in text and "# vllm / sglang only" in text
@@ -223,7 +238,7 @@ def _leaves(node, prefix=""):
 
 
 def test_cpu_defaults_replace_only_the_keys_not_given(tmp_path):
-    from kit.config import cpu_defaults
+    from kit.setup.config import cpu_defaults
 
     def on(visible_gpus, *overrides):
         cfg = kit_config(*overrides)
@@ -244,3 +259,51 @@ def test_cpu_defaults_replace_only_the_keys_not_given(tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text().replace("  val_every: 5", "  val_evry: 5"))
     with pytest.raises(KitError, match="unknown config key 'val_evry': did you mean 'val_every'"):
         load_config(str(tmp_path / "config.yaml"))
+
+
+def test_every_numeric_key_has_its_range_in_the_check_and_in_config_yaml():
+    """RANGES is the check's list; config.yaml's comment for each key states the same range, and no numeric key of
+    config.yaml is left out of it."""
+    keys = {e.key: e for e in entries(str(ROOT / "config.yaml")) if not e.note and e.default is not None}
+    numeric = {key for key, e in keys.items() if type(yaml.safe_load(e.default)) in (int, float)}
+    null_numbers = {key for key, spec in RANGES.items() if spec.startswith("null or")}
+    assert numeric | null_numbers == set(RANGES) - {"num_gpus"}
+    for key, spec in RANGES.items():
+        stated = "any number" if spec == "any" else spec
+        assert stated in keys[key].comment, f"config.yaml's comment for {key} does not state its range {stated}"
+    assert kit_config() is not None  # and every default lies in its range
+
+
+@pytest.mark.parametrize("value, spec, inside", [
+    (0, "> 0", False), (0, ">= 0", True), (1, "> 1", False), (1.5, "> 1", True), (-3, "any", True),
+    (0, "(0, 1]", False), (1, "(0, 1]", True), (0, "[0, 1]", True), (1.01, "[0, 1]", False)])
+def test_ranges_read_as_written(value, spec, inside):
+    assert in_range(value, spec) is inside
+
+
+@pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
+def test_a_group_estimator_with_one_response_per_prompt_is_one_line(estimator):
+    with pytest.raises(KitError, match=f"'{estimator}' compares the responses to each prompt.*n_generations=1"):
+        check_group_size(kit_config(f"algorithm.advantage_estimator={estimator}", "n_generations=1"))
+    check_group_size(kit_config("algorithm.advantage_estimator=reinforce_plus_plus", "n_generations=1"))
+
+
+def test_an_output_dir_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(KitError, match="'output_dir' .* lies under the file .*a_file'.*: name a folder"):
+        check_output_dir(kit_config(f"output_dir={tmp_path}/a_file/run"))
+    with pytest.raises(KitError, match="'output_dir' .* names a file"):
+        check_output_dir(kit_config(f"output_dir={tmp_path}/a_file"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: a read-only mount is the case root meets
+        pytest.skip("this user can write any folder")
+    with pytest.raises(KitError, match="cannot be written .*: name a folder you can write"):
+        check_output_dir(kit_config(f"output_dir={locked}/run"))
+    check_output_dir(kit_config(f"output_dir={tmp_path}/new/run"))  # missing folders are made later: fine
+
+
+def test_old_reward_model_keys_still_work_with_a_note(capsys):
+    cfg = kit_config("reward_model.timeout=3.5", "reward_model.custom_reward_function.name=other")
+    assert cfg.reward.timeout == 3.5 and cfg.reward.custom_reward_function.name == "other"
+    assert "note: config key 'reward_model.timeout' is now 'reward.timeout'" in capsys.readouterr().err

@@ -85,8 +85,8 @@ def test_one_step_on_the_embedded_smollm2_with_fused_log_probs(tmp_path):
     (["env=no_such_env.py"], "env file 'no_such_env.py' not found"),
     (["inference.multi_turn=true", "inference.tools=tests/fixtures/shaped_rewards.py"], "is not valid YAML"),
     (["inference.multi_turn=true", "inference.tools=config.yaml"], "must hold a list under `tools:`"),
-    (["reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
-      "reward_model.custom_reward_function.name=missing"], "has no function 'missing'"),
+    (["reward.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+      "reward.custom_reward_function.name=missing"], "has no function 'missing'"),
 ])
 def test_bad_setup_is_one_line_before_any_worker_starts(tmp_path, monkeypatch, capsys, overrides, message):
     """algorithm.main in this process (as `python algorithm.py` runs it): stopped with status 2 and one line."""
@@ -103,8 +103,8 @@ def test_a_bad_reward_function_mid_run_is_one_line_without_traceback(tmp_path):
     """The whole run's path for a reward function that fails on every response; every other way a reward function
     can fail comes out as the same KitError from the scorer (test_hostile: bad_rewards_score_zero_counted)."""
     result = run_kit(*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}",
-                     "reward_model.custom_reward_function.path=tests/fixtures/bad_rewards.py",
-                     "reward_model.custom_reward_function.name=raises")
+                     "reward.custom_reward_function.path=tests/fixtures/bad_rewards.py",
+                     "reward.custom_reward_function.name=raises")
     assert result.returncode == 2
     assert "raised ValueError: cannot parse the answer" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,4 +1,4 @@
-"""kit/export.py: the actor's Hugging Face export written a shard at a time, against what save_pretrained writes for
+"""kit/run/export.py: the actor's Hugging Face export written a shard at a time, against what save_pretrained writes for
 the same weights (in one process, the model fully sharded over a one-rank mesh as verl's FSDP engine shards it). The
 workers' tests (test_workers, test_lora) export through it from Ray workers, LoRA included."""
 
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from kit import export
+from kit.run import export
 from test_verl_contract import one_rank_process_group
 
 

@@ -1,4 +1,4 @@
-"""Tests that need a GPU (CI has none: they skip there). Run them on a lent GPU machine:
+"""Tests that need a GPU (CI has none: they skip there). Run them on a GPU machine:
 python -m pytest -q tests/test_gpu.py"""
 
 from contextlib import contextmanager
@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from kit import token_log_probs
+from kit.patches import token_log_probs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -32,7 +32,7 @@ def ligers_module_patches():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_fused_token_log_probs_equal_the_eager_ones(dtype):
-    # On a GPU kit/token_log_probs compiles its two passes over large logits (torch.compile) and runs small ones
+    # On a GPU kit/patches/token_log_probs compiles its two passes over large logits (torch.compile) and runs small ones
     # op by op; on the CPU they run eagerly, in chunks. Same values and gradients, for a vocabulary of Qwen2.5's
     # size: 4000 rows go through the compiled passes, 1717 rows op by op on the GPU.
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def test_the_sampler_with_ligers_kernels_has_the_models_log_probs(tiny_model_dir
     sampler built after it (fused RMSNorm, SwiGLU, RoPE inside its CUDA graphs). The sampler's log-probs then equal a
     full forward of the patched model, and stay near the unpatched model's. float32, so only kernels differ."""
     monkey_patch = pytest.importorskip("liger_kernel.transformers.monkey_patch")
-    from kit.sampler import Sampler
+    from kit.rollout.sampler import Sampler
     from test_sampler import PROMPTS, encoded, trainer_log_probs
 
     with ligers_module_patches():
@@ -104,13 +104,13 @@ def test_ligers_kernels_give_the_models_loss_and_gradients(tiny_model_dir):
 
 
 def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path):
-    """kit/optimizer_offload.py: verl's engine alone loads an offloaded optimizer's state as each update begins, so
-    it sits on the GPU through the forward and backward (what ran a 7B run's second update out of memory, lease 9).
+    """kit/patches/optimizer_offload.py: verl's engine alone loads an offloaded optimizer's state as each update begins, so
+    it sits on the GPU through the forward and backward (what ran a 7B run's second update out of memory).
     With the kit's change the state is in page-locked CPU memory then and afterwards, and the weights and state equal
     those of the same steps without offload."""
     from test_verl_contract import offloaded_updates, one_rank_process_group
 
-    from kit.single_rank import local_tensor
+    from kit.patches.single_rank import local_tensor
 
     with one_rank_process_group(tmp_path, "nccl"):
         _, verl_seen = offloaded_updates("cuda", optimizer_offload=True, kit=False)

@@ -1,6 +1,6 @@
 """Hostile and malformed input, and the kit's security promises: every case is one line naming the problem and
 the fix (a KitError, printed as `verl-kit: error: ...` with status 2) or is handled in the loop, never a
-traceback. In-process and fast; the cases other test files already hold are listed in README's table."""
+traceback. In-process and fast; the cases other test files already hold are listed in docs/errors.md."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+import ray
 import torch
 from conftest import ROOT, configured, kit_config
 from transformers import AutoTokenizer
@@ -20,14 +21,15 @@ from verl.utils import tensordict_utils as tu
 import algorithm
 import inference
 import my_tools
-from kit import checkpoints
-from kit.config import load_config
-from kit.datasets import VerlDataset
+from kit.data.datasets import VerlDataset
+from kit.data.rewards import RewardScorer
+from kit.data.task import Problems, Task, checked_batch
 from kit.errors import KitError
-from kit.models import resolve_model_path
-from kit.rewards import RewardScorer
-from kit.task import Problems, Task, checked_batch
-from kit.tools import ToolBox
+from kit.rollout.tools import ToolBox
+from kit.run import checkpoints
+from kit.setup.config import load_config
+from kit.setup.models import resolve_model_path
+from kit.setup.preflight import check_output_dir
 from kit.worker import rollout_fields
 from test_end_to_end import TINY
 
@@ -37,16 +39,16 @@ from test_end_to_end import TINY
 @pytest.mark.parametrize("override, message", [
     ("training.actor.lr=nan", "'training.actor.lr' must be a finite number, got nan"),
     ("inference.temperature=.inf", "'inference.temperature' must be a finite number, got inf"),
-    ("algorithm.dro_beta=.nan", "'algorithm.dro_beta' must be a number or null, got nan"),
+    ("algorithm.dro_beta=.nan", "'algorithm.dro_beta' must be null or a number > 0, got nan"),
     ("env=", "'env' must be a string, got None"),
     ("output_dir=null", "'output_dir' must be a string, got None"),
     ("inference.max_tool_output=0", "'inference.max_tool_output' must be a positive integer"),
-    ("output_dir=config.yaml", "'output_dir' names the file 'config.yaml': name a folder"),
+    ("output_dir=config.yaml", "'output_dir' 'config.yaml' names a file: name a folder"),
 ])
 def test_bad_config_values(override, message, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(KitError, match=message):
-        kit_config(override)
+        check_output_dir(kit_config(override))  # output_dir: checked against the filesystem before the workers start
 
 
 @pytest.mark.parametrize("content, message", [
@@ -79,19 +81,31 @@ def test_user_files_that_fail_to_import_are_one_line(tmp_path, monkeypatch, tiny
     with pytest.raises(KitError, match="tool 1: tool file .* failed to import \\(ModuleNotFoundError"):
         ToolBox(str(tmp_path / "tools.yaml"), None, parser="hermes", timeout=1, max_calls=1, max_output=10)
     (tmp_path / "broken_reward.py").write_text("SCALE = 1 / 0\n")
-    _, verl_cfg = configured(tiny_model_dir, f"reward_model.custom_reward_function.path={tmp_path}/broken_reward.py")
+    _, verl_cfg = configured(tiny_model_dir, f"reward.custom_reward_function.path={tmp_path}/broken_reward.py")
     with pytest.raises(KitError, match="broken_reward.py' failed to import \\(ZeroDivisionError: division by zero\\)"):
         RewardScorer(verl_cfg, tiny_tokenizer, timeout=1)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["reward_model.custom_reward_function.path=no_such_reward.py"], "no_such_reward.py' not found: set reward_model"),
+    (["reward.custom_reward_function.path=no_such_reward.py"], "no_such_reward.py' not found: set reward.custom_reward_function"),
     (["inference.multi_turn=true", "inference.tools=no_such_tools.yaml"], "tools file 'no_such_tools.yaml' not found"),
+    (["output_dir={tmp_path}/a_file/run"], "'output_dir' '{tmp_path}/a_file/run' lies under the file"),
+    (["training.actor.lr=-1"], "config key 'training.actor.lr' must be a number > 0, got -1"),
+    (["training.actor.clip_ratio=-0.1"], "config key 'training.actor.clip_ratio' must be a number > 0, got -0.1"),
+    (["training.actor.kl_loss_coef=-1"], "config key 'training.actor.kl_loss_coef' must be a number >= 0, got -1"),
+    (["training.actor.grad_clip=0"], "config key 'training.actor.grad_clip' must be a number > 0, got 0"),
+    (["n_generations=1"], "'grpo' compares the responses to each prompt with each other, and n_generations=1"),
 ])
-def test_bad_setup_files_stop_before_any_worker(tmp_path, monkeypatch, capsys, overrides, message):
+def test_bad_setup_stops_before_any_worker(tmp_path, monkeypatch, capsys, overrides, message):
+    """Each is one line before Ray or a worker starts (an unwritable output_dir once failed in the run log after
+    the workers started; a negative learning rate in torch's optimizer inside a worker)."""
     monkeypatch.chdir(ROOT)
+    (tmp_path / "a_file").write_text("not a folder")
+    overrides, message = [o.format(tmp_path=tmp_path) for o in overrides], message.format(tmp_path=tmp_path)
+    ray_before = ray.is_initialized()
     with pytest.raises(SystemExit) as stop:
         algorithm.main([*TINY, "steps_per_epoch=1", f"output_dir={tmp_path}", *overrides])
+    assert ray.is_initialized() == ray_before  # no Ray of the run's own was started
     stderr = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and message in stderr[-1] and stderr[-1].startswith("verl-kit: error: ")
 
@@ -165,9 +179,9 @@ def test_a_prompt_that_is_not_unicode_text_is_named(tmp_path):
 @pytest.fixture(scope="module")
 def hostile_scorer(tiny_model_dir, tiny_tokenizer):
     cfg, verl_cfg = configured(tiny_model_dir, "model_path=embedded:tiny",
-                               f"reward_model.custom_reward_function.path={ROOT}/tests/fixtures/bad_rewards.py",
-                               "reward_model.custom_reward_function.name=hostile")
-    return RewardScorer(verl_cfg, tiny_tokenizer, cfg.reward_model.timeout)
+                               f"reward.custom_reward_function.path={ROOT}/tests/fixtures/bad_rewards.py",
+                               "reward.custom_reward_function.name=hostile")
+    return RewardScorer(verl_cfg, tiny_tokenizer, cfg.reward.timeout)
 
 
 def score(scorer, tokenizer, truths, data_sources=None, extra_infos=None):

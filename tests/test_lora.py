@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM
 
 import inference
 import training
-from kit.config import resolve_hardware
-from kit.verl_config import compose_verl_config, verl_overrides
-from kit.export import LORA_ADAPTER
+from kit.run.export import LORA_ADAPTER
+from kit.setup.hardware import resolve_hardware
+from kit.setup.verl_config import compose_verl_config, verl_overrides
 
 LORA = ["training.actor.lora.rank=8", "training.actor.lora.alpha=16", "training.actor.lr=1e-2"]
 PROMPTS = ["What is 3 + 4?", "What is 1 + 2?"]

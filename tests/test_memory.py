@@ -1,4 +1,4 @@
-"""kit/memory.py: the per-GPU memory estimate made before loading, and the out-of-memory errors as one line."""
+"""kit/setup/memory.py: the per-GPU memory estimate made before loading, and the out-of-memory errors as one line."""
 
 import pytest
 import torch
@@ -6,10 +6,11 @@ from conftest import kit_config
 from ray.exceptions import OutOfMemoryError as OutOfHostMemory, RayTaskError
 from transformers import AutoConfig, Qwen2Config
 
-from kit.config import resolve_hardware
-from kit.errors import KitError, one_line_errors
-from kit.memory import check_fits, estimate, size_micro_batches
-from kit.models import resolve_model_path
+from kit.errors import KitError
+from kit.run.failures import one_line_errors
+from kit.setup.hardware import resolve_hardware
+from kit.setup.memory import check_fits, estimate, size_micro_batches
+from kit.setup.models import resolve_model_path
 
 H200 = 141e9
 QWEN_SHAPES = {  # Qwen2.5-0.5B's and Qwen2.5-7B's config.json values
@@ -32,7 +33,7 @@ def config(*overrides, gpus=1):
     ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], 80e9, 16384),
     ("0.5b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.max_tokens_per_gpu=8192"], H200,
      8192),  # a number is kept
-    # 16,384 ran out of memory on an H200 (lease 6), 8,192 peaked at 122.7 GB: nothing fits 80%, so the smallest
+    # 16,384 ran out of memory on an H200, 8,192 peaked at 122.7 GB: nothing fits 80%, so the smallest
     ("7b", ["batch_size=64", "inference.max_response_length=1024", "training.actor.optimizer_offload=true",
             "training.actor.gradient_checkpointing=true", "inference.free_sampler=true"], H200, 4096),
     ("0.5b", ["batch_size=64", "inference.max_response_length=1024"], None, 16384),  # no GPU known: a Ray head
@@ -57,21 +58,21 @@ def test_auto_micro_batches_on_cpu_workers():
 GIB = 2**30 / 1e9  # GB in a GiB: torch's (and verl's perf/max_memory_allocated_gb) peaks are GiB
 
 
-# a 7B LoRA run's keys, measured on one H200 at 16,384 tokens a micro-batch (lease 6: torch's peak 82.9 GB)
+# a 7B LoRA run's keys, measured on one H200 at 16,384 tokens a micro-batch
 LORA_AS_MEASURED = ("training.actor.lora.rank=16", "training.actor.gradient_checkpointing=true",
                     "inference.free_sampler=true")
 THROUGHPUT = ["batch_size=64", "inference.max_response_length=1024"]  # the 0.5B and 7B shapes' runs
 
 
-@pytest.mark.parametrize("shape, overrides, measured_gb", [  # torch's peaks on an H200 (README, Measured, leases 7-12)
+@pytest.mark.parametrize("shape, overrides, measured_gb", [  # torch's peaks on an H200 (docs/memory.md)
     ("smollm2", ["batch_size=64", "inference.max_response_length=256", "training.actor.max_tokens_per_gpu=65536"],
      61.11 * GIB),
     ("0.5b", THROUGHPUT, 55.15 * GIB),
     ("0.5b", [*THROUGHPUT, "training.actor.max_tokens_per_gpu=32768"], 96.06 * GIB),
     ("smollm2", [], 12.29 * GIB),  # the default task
     ("7b", [*THROUGHPUT, "training.actor.optimizer_offload=true", "training.actor.gradient_checkpointing=true",
-            "inference.free_sampler=true", "training.actor.max_tokens_per_gpu=8192"], 114.7 * GIB),  # lease 11
-    ("7b", [*THROUGHPUT, *LORA_AS_MEASURED], 77.16 * GIB),  # lease 12 (lease 6: 82.9 GB)
+            "inference.free_sampler=true", "training.actor.max_tokens_per_gpu=8192"], 114.7 * GIB),
+    ("7b", [*THROUGHPUT, *LORA_AS_MEASURED], 77.16 * GIB),
 ])
 def test_the_estimate_is_at_or_above_the_measured_peaks(shape, overrides, measured_gb):
     """Never more than 3% below a measured peak (auto sizes micro-batches from it), at most 20% above."""
@@ -112,8 +113,8 @@ TORCH_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total 
              "120.10 GiB is allocated by PyTorch, and 15.02 GiB is reserved by PyTorch but unallocated. If reserved but "
              "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
              "fragmentation.  See documentation for Memory Management")
-# the same while CUDA graphs hold memory (the hf sampler's); a 7B run's out-of-memory line in its second rollout
-# (2026-12-03) came without figures, likely from a message of this form
+# the same while CUDA graphs hold memory (the hf sampler's): the form an out-of-memory in a 7B run's second rollout
+# most likely took
 TORCH_OOM_GRAPHS = ("CUDA out of memory. Tried to allocate 570.00 MiB. GPU 0 has a total capacity of 139.81 GiB of which "
                     "200.00 MiB is free. Including non-PyTorch memory, this process has 139.60 GiB memory in use. Of the "
                     "allocated memory 118.20 GiB is allocated by PyTorch, with 3.10 GiB allocated in private pools (e.g., "
@@ -131,7 +132,7 @@ TORCH_OOM_GRAPHS = ("CUDA out of memory. Tried to allocate 570.00 MiB. GPU 0 has
 def test_out_of_memory_in_a_worker_is_one_line(capsys, message, figures):
     @one_line_errors
     def run():
-        # as ray.get raises it: a subclass of the cause's type (it has no function_name; 2026-11-30, a 7B run)
+        # as ray.get raises it: a subclass of the cause's type (it has no function_name)
         raise RayTaskError("update_actor", "Traceback ...", torch.OutOfMemoryError(message)).as_instanceof_cause()
 
     with pytest.raises(SystemExit) as stop:
@@ -145,7 +146,7 @@ def test_out_of_memory_in_a_worker_is_one_line(capsys, message, figures):
 
 def test_offloaded_state_that_cannot_fit_the_machines_memory_stops_with_the_keys_to_change():
     """7B with param and optimizer offload on one H200 machine: 91 GB of fp32 weights and AdamW moments in CPU memory,
-    within the 135 GB of the lent machine; on a 64 GB one it stops before loading."""
+    within a 135 GB machine's memory; on a 64 GB one it stops before loading."""
     hf_config = Qwen2Config(**QWEN_SHAPES["7b"])
     offload = config("training.actor.param_offload=true", "training.actor.optimizer_offload=true",
                      "training.actor.gradient_checkpointing=true", "inference.free_sampler=true")
@@ -159,7 +160,7 @@ def test_offloaded_state_that_cannot_fit_the_machines_memory_stops_with_the_keys
 
 def test_a_machine_out_of_cpu_memory_is_one_line(capsys):
     @one_line_errors
-    def run():  # what ray.get raised when Ray stopped the workers of a 7B run with both offloads (2026-12-03)
+    def run():  # what ray.get raises when Ray stops the workers of a 7B run with both offloads
         raise OutOfHostMemory("2 worker(s) were killed due to the node running low on memory. Memory on the node "
                               "(IP: 192.0.2.2) was 120.92GB used / 125.85GB limit (0.960854)\n" + "Object store ...\n" * 40)
 

@@ -1,4 +1,4 @@
-"""Multi-turn episodes and tool calls: the tools (kit/tools.py) on their own, then whole conversations on
+"""Multi-turn episodes and tool calls: the tools (kit/rollout/tools.py) on their own, then whole conversations on
 real CPU workers with the tiny model."""
 
 import json
@@ -13,13 +13,13 @@ from verl.experimental.agent_loop.tool_parser import FunctionCall, ToolParser
 import inference
 import my_tools
 import training
-from kit.config import resolve_hardware
+from kit.data.rewards import RewardScorer
+from kit.data.task import Task
 from kit.errors import KitError
-from kit.models import resolve_model_path
-from kit.rewards import RewardScorer
-from kit.task import Task
-from kit.tools import ToolBox, load_tools
-from kit.verl_config import compose_verl_config, verl_overrides
+from kit.rollout.tools import ToolBox, load_tools
+from kit.setup.hardware import resolve_hardware
+from kit.setup.models import resolve_model_path
+from kit.setup.verl_config import compose_verl_config, verl_overrides
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_environment_episodes_sum_turn_rewards_and_train_only_the_models_tokens(
     success, turns = stats["env_success"].astype(float), stats["turns"].astype(float)
     assert torch.allclose(torch.tensor(stats["env_reward"].astype(float)), torch.tensor(success - 0.1 * (turns - success)))
     verl_cfg = compose_verl_config(verl_overrides(cfg, tiny_model_dir, on_gpu=False))
-    scorer = RewardScorer(verl_cfg, tok, cfg.reward_model.timeout)
+    scorer = RewardScorer(verl_cfg, tok, cfg.reward.timeout)
     scores, accuracy = scorer.episode_scores(batch)  # (6, 40)
     assert torch.allclose(scores.sum(-1), torch.tensor(stats["env_reward"].astype(float), dtype=torch.float32))
     assert accuracy == success.tolist()

@@ -9,13 +9,15 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+import torch
+from conftest import ROOT, kit_config
 from test_end_to_end import TINY, run_kit
 
-from kit.run_log import outputs_written_after
+from kit.errors import KitError
+from kit.run.run_log import outputs_written_after
 
-SHAPED = ["reward_model.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
-          "reward_model.custom_reward_function.name=digit_share"]
+SHAPED = ["reward.custom_reward_function.path=tests/fixtures/shaped_rewards.py",
+          "reward.custom_reward_function.name=digit_share"]
 # Adaptive KL in the reward, a cosine LR and two optimizer steps per step: every piece of state resume restores.
 RUN = [*TINY, *SHAPED, "steps_per_epoch=4", "save_every=1", "val_every=2", "training.actor.lr=1e-3",
        "algorithm.use_kl_in_reward=true", "algorithm.kl_ctrl.type=adaptive", "algorithm.kl_ctrl.horizon=10",
@@ -181,3 +183,31 @@ def test_a_worker_killed_mid_step_is_one_line_and_resume_continues(tmp_path):
     resumed = run_kit(*TINY, "steps_per_epoch=4", "save_every=1", f"output_dir={tmp_path}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_complete(tmp_path):
+    import errno
+
+    from kit.run import checkpoints
+
+    cfg = kit_config(f"output_dir={tmp_path}")
+    with checkpoints.writing(cfg, 1, {"kl_coef": 0.0, "env": None}) as folder:
+        torch.save({"w": torch.ones(3)}, f"{folder}/actor.pt")
+    with pytest.raises(KitError, match="could not write the step-2 checkpoint .*No space left on device.*"
+                                       "resume from global_step_1"):
+        with checkpoints.writing(cfg, 2, {"kl_coef": 0.0, "env": None}) as folder:
+            torch.save({"w": torch.ones(3)}, f"{folder}/actor.pt")
+            raise OSError(errno.ENOSPC, "No space left on device")  # the disk fills mid-write
+    cfg.resume = "auto"
+    assert checkpoints.find(cfg).name == "global_step_1"  # still complete, and what resume takes
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["global_step_1"]  # no half-written folder
+
+
+def test_a_checkpoint_of_another_worker_count_names_the_keys_that_set_it(tmp_path):
+    from kit.run.checkpoints import check_matches
+
+    cfg = kit_config("num_cpu_workers=1")
+    cfg.num_workers = 1
+    with pytest.raises(KitError, match="made by 2 workers and this run has 1: .* \\(num_gpus, num_cpu_workers, or the "
+                                       "cluster's nodes\\)"):
+        check_matches({"config": {"num_workers": 2}}, cfg, tmp_path, critic=False)

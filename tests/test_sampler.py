@@ -1,11 +1,11 @@
-"""The hf engine's sampler (kit/sampler.py) against Hugging Face's own forward and `generate`, on CPU. Its CUDA
+"""The hf engine's sampler (kit/rollout/sampler.py) against Hugging Face's own forward and `generate`, on CPU. Its CUDA
 graph path replays the same decode step; bench/generation.py checks on a GPU that the graph and eager steps agree."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from kit.sampler import WINDOW, Sampler, top_p_filter, windows
+from kit.rollout.sampler import WINDOW, Sampler, top_p_filter, windows
 
 PROMPTS = ["What is 2 + 3?", "12 + 30 =", "What is 45 + 17? It is"]
 
@@ -167,9 +167,8 @@ def test_a_compiled_decode_step_samples_the_current_weights_exactly(model_and_sa
 
 def test_a_dropped_sampler_is_freed_at_once(model_and_sampler, tiny_tokenizer):
     # inference.free_sampler drops the sampler before each update and needs its memory back then, not whenever the
-    # cycle collector runs. (A 7B run of 2026-11-30 with free_sampler ran out of memory in its first update with
-    # 133 GB in use, about its need with the sampler's 47 GB still held: likely so, as the sampler held its own
-    # bound method.)
+    # cycle collector runs. (A 7B run with free_sampler ran out of memory in its first update with 133 GB in use,
+    # about its need with the sampler's 47 GB still held: likely so, as the sampler held its own bound method.)
     import gc
     import weakref
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import ROOT, kit_config
 
-from kit.datasets import VerlDataset
+from kit.data.datasets import VerlDataset
+from kit.data.task import VAL_SEED_BASE, Task, checked_batch, checked_step, start_messages
 from kit.errors import KitError
-from kit.task import VAL_SEED_BASE, Task, checked_step, start_messages
 
 
 def test_environment_task_draws_reproducible_start_states(monkeypatch):
@@ -150,9 +150,9 @@ def test_verls_files_are_scored_by_verls_own_scorer_unless_a_reward_is_named(ver
     from transformers import AutoTokenizer
     from verl import DataProto
 
-    from kit.batching import rollout_layout
-    from kit.models import resolve_model_path
-    from kit.rewards import RewardScorer
+    from kit.rollout.batching import rollout_layout
+    from kit.setup.models import resolve_model_path
+    from kit.data.rewards import RewardScorer
 
     _, verl_cfg = configured(tiny_model_dir, f"data.train_files={verl_files}/train.parquet")
     assert verl_cfg.reward.custom_reward_function.path is None  # verl's default_compute_score
@@ -170,7 +170,7 @@ def test_verls_files_are_scored_by_verls_own_scorer_unless_a_reward_is_named(ver
     _, accuracy = scorer.score(batch, problems)
     assert accuracy == [1.0, 0.0]  # gsm8k's rule: the number after ####
     _, named = configured(tiny_model_dir, f"data.train_files={verl_files}/train.parquet",
-                          "reward_model.custom_reward_function.path=examples/dataset/reward.py")
+                          "reward.custom_reward_function.path=examples/dataset/reward.py")
     assert named.reward.custom_reward_function.path.endswith("examples/dataset/reward.py")
 
 
@@ -213,3 +213,57 @@ def test_curriculum_moves_up_and_resumes_at_its_level(monkeypatch):
     assert task.on_step({"train/accuracy": 0.0}) == {"curriculum/level": 2}
     problem = task.draw(1).prompts[0].rsplit("\n", 1)[1]
     assert all(10 <= int(a) < 100 for a in problem.rstrip(" =").split(" + "))
+
+
+def _get(prompts, truths):
+    return lambda size: {"prompts": prompts, "ground_truths": truths}
+
+
+@pytest.mark.parametrize("batch, message", [
+    (_get(["a", "b"], ["1"]), "returned 2 prompts but 1 ground_truths"),
+    (_get([], []), "returned no prompts"),
+    (_get(["a"], ["1"]), "returned 1 prompts instead of 2"),
+    (lambda size: ["a", "b"], "must return a dict with 'prompts' and 'ground_truths'"),
+    (_get(["a", 3], ["1", "2"]), "returned the prompt 3"),
+    (_get(["a", [{"role": "user"}]], ["1", "2"]), "a prompt is a string or a list of"),
+    (_get(["a", "b"], ["1", float("nan")]), "missing ground truth"),
+])
+def test_bad_env_batches_are_one_line_errors(batch, message):
+    with pytest.raises(KitError, match=message):
+        checked_batch(batch, 2)
+
+
+def test_default_task_splits_and_reward():
+    import env
+    import my_reward
+
+    train, held_out = set(env.TRAIN), set(env.HELD_OUT)
+    assert not train & held_out and len(held_out) > 128
+    assert env.get_val_batch(16) == env.get_val_batch(16)  # the same problems every validation
+    problems = checked_batch(env.get_batch, 8)
+    prompts, truths = problems.prompts, problems.ground_truths
+    a, b = prompts[0].rsplit("\n", 1)[1].rstrip(" =").split(" + ")
+    assert truths[0] == str(int(a) + int(b)) and prompts[0].startswith(env.EXAMPLES)
+    assert my_reward.compute_score(env.DATA_SOURCE, " 132\n45 + 17 = 62", "132") == 1.0
+    assert my_reward.compute_score(env.DATA_SOURCE, " 122\n132", "132") == 0.0  # the first integer is graded
+    assert my_reward.compute_score(env.DATA_SOURCE, " I don't know", "132") == 0.0
+
+
+def test_daemon_threads_reuse_idle_threads_and_route_around_a_hung_call():
+    import threading
+    import time
+
+    from kit.data.daemon_threads import DaemonThreads
+
+    threads = DaemonThreads()
+    names = {threads.submit(lambda: threading.current_thread().name).result(1) for _ in range(20)}
+    assert len(names) == 1  # one after another: the same (daemon) thread each time
+    assert threads.submit(lambda: threading.current_thread().daemon).result(1)
+    release = threading.Event()
+    hung = threads.submit(release.wait)  # holds its thread
+    assert threads.submit(lambda: 7).result(1) == 7 and not hung.done()  # a new thread took the call
+    failing = threads.submit(lambda: 1 / 0)
+    time.sleep(0.05)
+    assert isinstance(failing.exception(1), ZeroDivisionError)
+    release.set()
+    assert hung.result(1) is True

@@ -15,6 +15,8 @@ from verl.trainer.ppo import core_algos
 from verl.workers.engine import EngineRegistry
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
+from kit.patches import cpu_platform
+
 
 def test_pinned_versions():
     assert verl.__version__ == "0.9.1"
@@ -30,7 +32,7 @@ def test_actor_rollout_ref_worker_keys_init_model_on_role_substrings():
 
 
 def test_engine_registry_layout():
-    # kit/cpu_platform.register_fsdp_engines adds a "cpu" key next to verl's cuda/npu ones.
+    # kit/patches/cpu_platform.register_fsdp_engines adds a "cpu" key next to verl's cuda/npu ones.
     assert "cuda" in EngineRegistry._engines["language_model"]["fsdp2"]
     assert "cuda" in EngineRegistry._engines["value_model"]["fsdp2"]
 
@@ -56,7 +58,7 @@ def test_registries_the_config_names_come_from():
 
 
 def test_value_model_loader_the_critic_worker_replaces():
-    # kit/worker.CriticWorker swaps verl.utils.model.load_valuehead_model (which asks for flash_attention_2);
+    # kit/patches/value_model swaps verl.utils.model.load_valuehead_model (which asks for flash_attention_2);
     # verl's FSDP engine must still import it by name at model-build time, with the same parameters.
     from verl.utils import model
     from verl.workers.engine.fsdp import transformer_impl
@@ -87,19 +89,19 @@ def test_driver_side_functions_and_their_inputs():
 
 
 def test_checkpoint_rng_goes_through_the_device_module():
-    # kit/cpu_platform's device module answers get/set_rng_state because verl's checkpoints call them.
+    # kit/patches/cpu_platform's device module answers get/set_rng_state because verl's checkpoints call them.
     from verl.utils.checkpoint.checkpoint_manager import BaseCheckpointManager
 
     assert "get_torch_device().set_rng_state" in inspect.getsource(BaseCheckpointManager.load_rng_state)
 
 
 def test_token_log_probs_replace_verls_per_token_loop_with_the_same_values():
-    # kit/token_log_probs.install swaps the name verl's FSDP engine calls; its fallback must still be the loop.
+    # kit/patches/token_log_probs.install swaps the name verl's FSDP engine calls; its fallback must still be the loop.
     import torch
     from verl.utils import torch_functional
     from verl.workers.engine.fsdp import transformer_impl
 
-    from kit import token_log_probs
+    from kit.patches import token_log_probs
 
     assert "for logit in logits" in inspect.getsource(torch_functional.logprobs_from_logits_v2)
     assert "logprobs_from_logits(" in inspect.getsource(transformer_impl.FSDPEngineWithLMHead.prepare_model_outputs)
@@ -131,7 +133,7 @@ def value_and_grad(function, x, weights):
 
 
 def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
-    # kit/causal_padding wraps verl's prepare_model_inputs for padded micro-batches: no attention mask, positions
+    # kit/patches/causal_padding wraps verl's prepare_model_inputs for padded micro-batches: no attention mask, positions
     # 0..L-1. The wrapped inputs must give the real tokens the same logits as verl's own.
     import torch
     from transformers import AutoModelForCausalLM
@@ -139,8 +141,8 @@ def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
     from verl.workers.utils.padding import left_right_2_no_padding
 
-    from kit import causal_padding
-    from kit.batching import rollout_layout
+    from kit.patches import causal_padding
+    from kit.rollout.batching import rollout_layout
 
     prompts = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])  # left-padded (B, P)
     responses = torch.tensor([[11, 12, 2, 0], [13, 14, 15, 16]])  # right-padded (B, R), row 0 stops at eos 2
@@ -162,7 +164,7 @@ def test_causal_padding_drops_only_a_mask_that_changes_nothing(tiny_model_dir):
 
 
 def test_log_probs_from_the_padded_logits_equal_verls_row_by_row_copy():
-    # kit/causal_padding.prepare_model_outputs takes the log-probs from the padded logits in place of verl's
+    # kit/patches/causal_padding.prepare_model_outputs takes the log-probs from the padded logits in place of verl's
     # narrow-unbind-concatenate: the same values and gradients, at a temperature other than 1, for rows of different
     # lengths; anything more asked for (here the entropy) goes through verl's own.
     from types import SimpleNamespace
@@ -172,8 +174,8 @@ def test_log_probs_from_the_padded_logits_equal_verls_row_by_row_copy():
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
     from verl.workers.utils.padding import left_right_2_no_padding
 
-    from kit import causal_padding
-    from kit.batching import rollout_layout
+    from kit.patches import causal_padding
+    from kit.rollout.batching import rollout_layout
 
     source = inspect.getsource(causal_padding._verl_prepare_model_outputs)
     assert "logits = torch.nested.narrow(logits, 1, starts, seq_lengths, layout=torch.jagged)" in source
@@ -209,14 +211,14 @@ def test_log_probs_from_the_padded_logits_equal_verls_row_by_row_copy():
 
 
 def test_vectorised_no_padding_2_padding_equals_verls_loop():
-    # kit/padding replaces the per-row loop verl's losses call by this name; same values and gradients, for
+    # kit/patches/padding replaces the per-row loop verl's losses call by this name; same values and gradients, for
     # per-token outputs of one and of two dimensions and rows of different prompt and response lengths.
     import torch
     from verl.workers.utils import losses, padding
     from verl.workers.utils.padding import left_right_2_no_padding
 
-    from kit import padding as kit_padding
-    from kit.batching import rollout_layout
+    from kit.patches import padding as kit_padding
+    from kit.rollout.batching import rollout_layout
 
     assert "no_padding_2_padding(model_output[" in inspect.getsource(losses.ppo_loss)
     assert "no_padding_2_padding(model_output[" in inspect.getsource(losses.value_loss)
@@ -239,7 +241,7 @@ def test_vectorised_no_padding_2_padding_equals_verls_loop():
 
 
 def test_resource_pool_takes_the_placement_groups_the_kit_pins_to_nodes():
-    # kit/cluster.resource_pool sets RayResourcePool.pgs to groups pinned node by node, with verl's own bundle
+    # kit/setup/cluster.resource_pool sets RayResourcePool.pgs to groups pinned node by node, with verl's own bundle
     from verl.single_controller.ray import RayResourcePool
 
     source = inspect.getsource(RayResourcePool.get_placement_groups)
@@ -256,7 +258,7 @@ def test_what_the_kit_tells_verls_engine_per_call():
 
 
 def test_the_on_policy_loss_fills_what_verls_ppo_loss_reads():
-    # kit/on_policy.PPOLoss sets old_log_probs (B, R) on the micro-batch before verl's loss selects it, and asks
+    # kit/patches/on_policy.PPOLoss sets old_log_probs (B, R) on the micro-batch before verl's loss selects it, and asks
     # verl for its rollout-correction metrics from the update's own log-probs once the engine's forward-and-backward
     # pass is done: the engine's train_batch must call forward_backward_batch with the worker's loss function and
     # hand on the metrics it returns.
@@ -284,7 +286,7 @@ def test_the_on_policy_loss_fills_what_verls_ppo_loss_reads():
     (["training.actor.lora.rank=4", "inference.engine=vllm"], ["", "model.layers.0", "model.layers.1"]),
 ])
 def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_path, overrides, units):
-    # On one GPU kit/verl_config.py names a layer class no model has: verl's apply_fsdp2 must then wrap the root
+    # On one GPU kit/setup/verl_config.py names a layer class no model has: verl's apply_fsdp2 must then wrap the root
     # alone (checked here on the CPU with the config the kit makes for one GPU). Not with LoRA and a server engine:
     # verl merges adapters for the weight sync only inside per-layer units (the next test).
     from torch.distributed.device_mesh import init_device_mesh
@@ -292,8 +294,8 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
     from verl.utils.fsdp_utils import apply_fsdp2
 
     from conftest import kit_config
-    from kit.config import resolve_hardware
-    from kit.verl_config import compose_verl_config, verl_overrides
+    from kit.setup.hardware import resolve_hardware
+    from kit.setup.verl_config import compose_verl_config, verl_overrides
 
     cfg = kit_config("model_path=embedded:tiny", *overrides)
     resolve_hardware(cfg, node_gpus=[0])
@@ -308,8 +310,8 @@ def test_one_worker_wraps_the_whole_model_as_one_fsdp_unit(tiny_model_dir, tmp_p
 @pytest.mark.parametrize("per_layer_units", [False, True])
 def test_verl_merges_lora_for_the_weight_sync_only_inside_per_layer_units(tiny_model_dir, tmp_path, per_layer_units):
     """verl's fsdp_merge_unmerge (behind the merged weights it streams to vllm/sglang) merges the adapters of the
-    non-root FSDP units only: with the whole model as one unit the weights stay the base (a GPU run, 2026-12-04:
-    the servers never sampled the adapted policy), hence the kit's per-layer units for LoRA with a server engine."""
+    non-root FSDP units only: with the whole model as one unit the weights stay the base (on a GPU the servers then
+    sampled the base, never the adapted policy), hence the kit's per-layer units for LoRA with a server engine."""
     from peft import LoraConfig, get_peft_model
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -356,7 +358,7 @@ def test_verl_applies_liger_to_the_actor_and_the_kit_pins_the_version_it_names()
 
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
 
-    from kit.config import LIGER_VERSION
+    from kit.setup.hardware import LIGER_VERSION
 
     source = inspect.getsource(FSDPEngine._build_module)
     assert "if use_liger:" in source and "_apply_liger_kernel_to_instance(" in source
@@ -367,7 +369,7 @@ def test_verl_applies_liger_to_the_actor_and_the_kit_pins_the_version_it_names()
 def test_verls_update_frees_the_gradients_before_it_offloads_anything():
     """Nothing holds the gradients through the rollout after an update: verl's train_mini_batch runs in the FSDP
     engine's train_mode context, whose exit sets them to None before it moves weights or optimizer state to the CPU
-    (lease 6 blamed them for a 7B run's 90 GiB after its update; they were already gone). Here that context runs
+    (they are not what holds a 7B run's 90 GiB after its update). Here that context runs
     around a backward and a step of a small torch model standing in for the FSDP module."""
     import torch
     from verl.workers.engine.fsdp.transformer_impl import EngineTrainModeCtx, FSDPEngine
@@ -397,8 +399,8 @@ def offloaded_updates(device: str, optimizer_offload: bool, kit: bool = True, up
     from torch.distributed.fsdp import fully_shard
     from verl.workers.engine.fsdp.transformer_impl import EngineTrainModeCtx, FSDPEngine
 
-    from kit import optimizer_offload as kit_offload
-    from kit import single_rank
+    from kit.patches import optimizer_offload as kit_offload
+    from kit.patches import single_rank
 
     engine = FSDPEngine.__new__(FSDPEngine)  # the engine's own code on its attributes, in this process's group
     torch.manual_seed(0)
@@ -433,14 +435,14 @@ def one_rank_process_group(tmp_path, backend: str):
 
 
 def test_the_kit_moves_an_offloaded_optimizer_for_its_steps_only(tmp_path, monkeypatch):
-    """kit/optimizer_offload.py: verl's train_mode context loads an offloaded optimizer's state as an update begins
+    """kit/patches/optimizer_offload.py: verl's train_mode context loads an offloaded optimizer's state as an update begins
     and offloads it as the update ends, through FSDPEngine.to; with the kit's change only the optimizer step loads
     it and copies it back, and the steps give the same weights and state as without offload. (On a CPU nothing
     moves: tests/test_gpu.py checks where the state is on a GPU.)"""
     from verl.workers.engine.fsdp import transformer_impl
 
-    from kit import optimizer_offload
-    from kit.single_rank import full_tensor
+    from kit.patches import optimizer_offload
+    from kit.patches.single_rank import full_tensor
 
     calls = []
     def recorded(name, function):
@@ -470,7 +472,7 @@ def test_the_kit_moves_an_offloaded_optimizer_for_its_steps_only(tmp_path, monke
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(tiny_model_dir, tmp_path, fused):
-    """kit/single_rank.py: on a one-rank mesh (one worker), clipping and AdamW on the DTensors' local tensors give the
+    """kit/patches/single_rank.py: on a one-rank mesh (one worker), clipping and AdamW on the DTensors' local tensors give the
     same gradient norms, weights and optimizer state (still DTensors, for checkpoints) as verl's DTensor path."""
     import torch
     from torch.distributed.device_mesh import init_device_mesh
@@ -479,7 +481,7 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
     from verl.utils.fsdp_utils import fsdp2_clip_grad_norm_
     from verl.workers.engine.fsdp import transformer_impl
 
-    from kit import single_rank
+    from kit.patches import single_rank
 
     source = inspect.getsource(transformer_impl.FSDPEngine.optimizer_step)  # the two calls the kit replaces
     assert "grad_norm = fsdp2_clip_grad_norm_(" in source and "self.optimizer.step()" in source
@@ -521,7 +523,7 @@ def test_one_rank_clipping_and_steps_on_local_tensors_equal_verls_dtensor_path(t
 
 @torch.no_grad()
 def test_a_kept_optimizer_state_buffer_has_whole_pages_of_its_own(tmp_path):
-    """kit/optimizer_offload.own_pages, what page-locking needs on a GPU (CUDA refuses a page twice, and torch's
+    """kit/patches/optimizer_offload.own_pages, what page-locking needs on a GPU (CUDA refuses a page twice, and torch's
     pinned allocator rounds every block up to a power of two): a DTensor's CPU local tensor moved into whole pages
     it alone uses, shape and values kept, and still the DTensor's."""
     import mmap
@@ -529,8 +531,8 @@ def test_a_kept_optimizer_state_buffer_has_whole_pages_of_its_own(tmp_path):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    from kit.optimizer_offload import on_host_like, own_pages
-    from kit.single_rank import local_tensor
+    from kit.patches.optimizer_offload import on_host_like, own_pages
+    from kit.patches.single_rank import local_tensor
 
     with one_rank_process_group(tmp_path, "gloo"):
         value = distribute_tensor(torch.randn(3, 5), init_device_mesh("cpu", (1,)), [Shard(0)])
@@ -541,3 +543,66 @@ def test_a_kept_optimizer_state_buffer_has_whole_pages_of_its_own(tmp_path):
         assert start % mmap.PAGESIZE == 0 and length == mmap.PAGESIZE
         assert kept.shape == value.shape and local_tensor(kept).stride() == local_tensor(value).stride()
         assert torch.equal(kept.full_tensor(), value.full_tensor())
+
+
+def test_cpu_platform_is_verls_platform_here():
+    from verl.plugin.platform import get_platform
+    from verl.utils.device import get_device_name, get_nccl_backend
+
+    assert isinstance(get_platform(), cpu_platform.PlatformCPU)
+    assert get_device_name() == "cpu" and get_nccl_backend() == "gloo"
+    assert torch.ones(2).pin_memory().device.type == "cpu"  # no-op instead of an accelerator error
+    device = get_platform().device_module
+    assert device.memory_allocated() == 0 and device.get_device_name() == "CPU"
+
+
+def test_cpu_platform_registers_verls_fsdp_engines():
+    from verl.workers.engine import EngineRegistry
+
+    cpu_platform.register_fsdp_engines()
+    assert EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__ == "FSDPEngineWithLMHead"
+    assert EngineRegistry.get_engine_cls("value_model", "fsdp2").__name__ == "FSDPEngineWithValueHead"
+
+
+def test_the_engine_keeps_its_autocast_dtype_where_the_sampler_reads_it():
+    """kit/worker.py builds the hf sampler in the dtype the actor computes in: verl's FSDP engine's _autocast_dtype,
+    set from the mixed-precision param_dtype when the model is built."""
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngine, FSDPEngineWithLMHead
+
+    assert "self._autocast_dtype = param_dtype" in inspect.getsource(FSDPEngine)
+    assert 'autocast_dtype = getattr(self, "_autocast_dtype"' in inspect.getsource(FSDPEngineWithLMHead)
+
+
+def test_tool_parsers_are_registered_where_the_kit_lists_them():
+    """kit/rollout/tools.py checks inference.tool_parser against ToolParser._registry (verl has no public list)."""
+    from verl.experimental.agent_loop.tool_parser import ToolParser
+
+    assert isinstance(ToolParser._registry, dict) and {"hermes", "gpt-oss"} <= set(ToolParser._registry)
+    assert all(issubclass(parser, ToolParser) for parser in ToolParser._registry.values())
+
+
+def test_the_lr_schedulers_step_count_is_the_policy_version():
+    """kit/worker.py takes the actor's lr_scheduler.last_epoch as the version of its weights: verl steps the scheduler
+    exactly once per update_actor call, on its last mini-batch, and a step adds 1 to last_epoch."""
+    from verl.workers import engine_workers
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+
+    assert "update_lr_scheduler=batch_idx == total_num_iterations - 1" in inspect.getsource(
+        engine_workers.TrainingWorker.train_mini_batch)
+    assert "self.lr_scheduler.step()" in inspect.getsource(FSDPEngine.lr_scheduler_step)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    before = scheduler.last_epoch
+    optimizer.step()
+    scheduler.step()
+    assert scheduler.last_epoch == before + 1
+
+
+def test_group_estimators_are_verls_estimators_that_take_each_responses_group():
+    """kit/setup/preflight.py refuses n_generations=1 for the estimators whose baseline is the other responses to the
+    same prompt: those verl hands the group index."""
+    from kit.setup.preflight import GROUP_ESTIMATORS
+
+    takes_group = {name for name, fn in core_algos.ADV_ESTIMATOR_REGISTRY.items()
+                   if "index" in inspect.signature(fn).parameters}
+    assert set(GROUP_ESTIMATORS) == takes_group

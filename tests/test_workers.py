@@ -13,8 +13,8 @@ from verl.utils.torch_functional import get_response_mask
 
 import inference
 import training
-from kit.config import resolve_hardware
-from kit.verl_config import compose_verl_config, verl_overrides
+from kit.setup.hardware import resolve_hardware
+from kit.setup.verl_config import compose_verl_config, verl_overrides
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_update_changes_the_policy_that_generates_next(setup, tmp_path):
 
 
 def test_on_policy_update_equals_the_update_after_a_log_prob_pass(setup, tmp_path):
-    """kit/on_policy.py: with one epoch over one mini-batch, old log-probs taken from the update's own forward give
+    """kit/patches/on_policy.py: with one epoch over one mini-batch, old log-probs taken from the update's own forward give
     the same losses, gradient and new weights as verl's path with a log-prob pass of its own (float32, CPU)."""
     cfg, workers, tok = setup
     assert not training.needs_old_log_probs(cfg)

@@ -9,7 +9,7 @@ Run: python algorithm.py config=examples/dataset/config.yaml
 import random
 from pathlib import Path
 
-from kit.datasets import VerlDataset
+from kit.data.datasets import VerlDataset
 
 DATA = Path(__file__).parent / "data"
 TRAIN = VerlDataset(DATA / "train.parquet")

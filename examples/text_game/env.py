@@ -4,7 +4,7 @@ An environment class instead of get_batch: the loop makes n_generations copies o
 state, calls reset(seed) for the opening observation, then step(reply) with each model turn until done or
 inference.max_turns. Turn rewards sum into the episode's reward: 1 for the right number, -0.1 for each
 wrong or unreadable guess, so the fewer guesses the better. Validation plays the held-out start states
-(seeds from kit.task.VAL_SEED_BASE up) greedily. Run it: python algorithm.py config=examples/text_game/config.yaml
+(seeds from kit.data.task.VAL_SEED_BASE up) greedily. Run it: python algorithm.py config=examples/text_game/config.yaml
 
 Interface the loop uses (any env.py can define it instead of get_batch):
   class Environment:

@@ -23,9 +23,8 @@ from verl.experimental.agent_loop.tool_parser import ToolParser
 from verl.tools.schemas import OpenAIFunctionToolSchema
 from verl.tools.tool_registry import get_tool_class
 
-from kit.config import read_yaml
 from kit.errors import KitError
-from kit.task import import_file
+from kit.user_files import import_file, read_yaml
 
 # verl logs each unreadable call as an error; here the model is told instead (ToolBox._run_calls).
 logging.getLogger(tool_parser.__file__).setLevel(logging.CRITICAL)

@@ -47,7 +47,7 @@ def join(address: str):
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError):
         raise KitError(f"ray_address={address}: no Ray cluster answers at {gcs}: start one with `ray start --head` "
-                       "(README, Several machines), or set ray_address=null for a local one") from None
+                       "(docs/cluster.md), or set ray_address=null for a local one") from None
     try:
         ray.init(address=gcs, **RAY_QUIET)
     except Exception as exc:
@@ -55,8 +55,7 @@ def join(address: str):
         if any("InvalidAuthToken" in str(cause) or "Authentication" in type(cause).__name__ for cause in causes):
             raise KitError(f"ray_address={address}: the cluster uses Ray's token authentication and refused this "
                            "process: run it with RAY_AUTH_MODE=token and the head's token (RAY_AUTH_TOKEN, or the "
-                           "head's ~/.ray/auth_token), or start every node with RAY_AUTH_MODE=disabled (README, "
-                           "Several machines)") from None
+                           "head's ~/.ray/auth_token), or start every node with RAY_AUTH_MODE=disabled (docs/cluster.md)") from None
         raise KitError(f"ray_address={address}: could not join the Ray cluster at {gcs} ({type(exc).__name__}: "
                        f"{_first_line(exc)})") from None
 
@@ -69,7 +68,7 @@ def _gcs_address(address: str) -> str:
     found = os.environ.get("RAY_ADDRESS") or (current.read_text().strip() if current.exists() else "")
     if not found:
         raise KitError("ray_address=auto: no Ray cluster runs on this machine (no RAY_ADDRESS, no `ray start --head` "
-                       "here): start one (README, Several machines), or give its HOST:PORT")
+                       "here): start one (docs/cluster.md), or give its HOST:PORT")
     return found
 
 
@@ -136,7 +135,7 @@ def check_shared_output_dir(cfg):
             if not driver_seen or not (folder / node).exists():
                 raise KitError(f"output_dir {cfg.output_dir} is not shared with node {node_name(node)}: the workers "
                                "write checkpoints and the Hugging Face export there, so it must be one folder every "
-                               "node sees at the same path (NFS or another shared filesystem; README, Several machines)")
+                               "node sees at the same path (NFS or another shared filesystem; docs/cluster.md)")
     finally:
         for marker in folder.glob("*"):
             marker.unlink()

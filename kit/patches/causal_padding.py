@@ -6,12 +6,12 @@ nothing they compute; but with a mask, sdpa cannot use its flash kernel. This dr
 ids run on through the padding (padding at position 0, as verl pads them, would look to transformers like the start
 of another packed sequence and bring a mask back). Only the padding's own outputs change, and verl discards those.
 On an H100, one micro-batch of 16 x 1,088 tokens of Qwen2.5-0.5B's shape took 0.407 s with the mask and 0.363 s
-without (README, Measured).
+without (docs/update.md).
 
 The outputs likewise: verl narrows the padded logits (rows, L, vocabulary) to each row's length as a nested tensor,
 unbinds the rows and concatenates them, a copy of every real token's logits (10 GB in bf16 for 32,768 tokens of
 Qwen2.5's 152k vocabulary) and as many again in the backward, with about a dozen read-backs from the GPU between
-the forward and the backward (README, Measured, lease 12). When only the log-probs are asked for, this takes them
+the forward and the backward (docs/update.md). When only the log-probs are asked for, this takes them
 from the padded logits in place and picks each real token's with one index; the padding's few rows are computed
 and dropped, as the model's layers already computed them.
 """

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 from verl.utils.tracking import Tracking
 
-from kit.checkpoints import STATE_FILE
+from kit.run.checkpoints import STATE_FILE
 
 
 class RunLog:

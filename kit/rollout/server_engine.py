@@ -22,7 +22,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.profiler import simple_timer
 
-from kit.batching import rollout_layout
+from kit.rollout.batching import rollout_layout
 
 # verl's agent-loop workers load their loops from this file (rollout.agent.agent_loop_config_path).
 AGENT_LOOP_CONFIG = str(Path(__file__).with_name("agent_loops.yaml"))

@@ -3,15 +3,15 @@ optimizer step only.
 
 verl's FSDP engine moves an offloaded optimizer's state to the GPU when an update begins and to new CPU tensors
 when it ends, so from the second update on the moments (8 bytes per trained parameter, 56.8 GiB for Qwen2.5-7B)
-sit on the GPU through every forward and backward: on one H200 that update ran out of memory (README, Measured,
-lease 9). Here verl's engine leaves the state where it is when an update begins and ends; each optimizer step
-loads it (verl's own load), steps, and copies it back into CPU buffers kept from one step to the next (lease 10:
-the second update ran, in 67.7 s, at the first one's peak).
+sit on the GPU through every forward and backward: on one H200 the 7B shape's second update ran out of memory.
+Here verl's engine leaves the state where it is when an update begins and ends; each optimizer step loads it
+(verl's own load), steps, and copies it back into CPU buffers kept from one step to the next: the second update
+then ran at the first one's peak (docs/memory.md).
 
 The buffers are page-locked where they are (cudaHostRegister), not taken from torch's pinned allocator, which
 rounds every block up to a power of two: a Qwen2.5-7B MLP weight's moment (271.6 MB) would take a 512 MiB block,
-about 116 GB for the two moments instead of 61, which most likely ran lease 10's 128 GB machine out of memory
-when the Hugging Face export added the fp32 weights (30.5 GB) beside them.
+about 116 GB for the two moments instead of 61, enough to run a 128 GB machine out of memory once the Hugging
+Face export adds the fp32 weights (30.5 GB) beside them.
 """
 
 import mmap
@@ -20,7 +20,7 @@ import torch
 from verl.utils.device import get_device_id
 from verl.utils.fsdp_utils import load_fsdp_optimizer
 
-from kit.single_rank import local_tensor
+from kit.patches.single_rank import local_tensor
 
 
 def state_on_device_for_the_step_only(engine):

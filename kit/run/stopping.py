@@ -1,6 +1,6 @@
 """SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop): the run finishes the step it is in, writes a checkpoint
 and exits cleanly, so `resume=auto` continues from there. A second signal exits at once; a checkpoint being
-written then is left under its hidden name and never taken for a complete one (kit/checkpoints.py)."""
+written then is left under its hidden name and never taken for a complete one (kit/run/checkpoints.py)."""
 
 import os
 import signal

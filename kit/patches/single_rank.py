@@ -3,7 +3,7 @@
 On one worker FSDP2 shards nothing, yet every parameter, gradient and AdamW moment is a DTensor, and each operator
 on them goes through DTensor's dispatch. The first update works out how to shard the results of the clipping's and
 the optimizer's foreach operators over every parameter: about half of the default task's first update on an H200
-under the profiler (README, Measured, lease 6), and 0.53 s (clipping) and 0.48 s (fused AdamW) on 2 CPU cores for
+under the profiler (docs/update.md), and 0.53 s (clipping) and 0.48 s (fused AdamW) on 2 CPU cores for
 272 parameters (SmolLM2's count; bench/dtensor_first_call.py). Later updates pay a cached lookup, a few ms. On one rank the kit runs both on
 the DTensors' local tensors: the same arithmetic on the same storage, so the optimizer's state, its checkpoints
 and resume are as before. With several ranks verl's DTensor path runs unchanged.

@@ -15,7 +15,7 @@ Otherwise the pass runs as before. When it is skipped, the update reports verl's
 sampler's log-probs against the trainer's from its own forward (the same rollout_corr/* keys), computed over all of
 a worker's rows once its forwards and backwards are done, as verl's trainer computes them over the whole batch. Per
 micro-batch, their fourteen read-backs from the GPU held up the host between each forward and its backward: 252 of
-the 628 synchronizing calls in an update of the Qwen2.5-0.5B shape (README, Measured, lease 12).
+the 628 synchronizing calls in an update of the Qwen2.5-0.5B shape (docs/update.md).
 """
 
 import torch
@@ -24,10 +24,10 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_corr_metrics_fr
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils import losses
 
-from kit.padding import no_padding_2_padding
-from kit.verl_config import SUM_PI_SQUARED_ESTIMATORS
-
+from kit.patches.padding import no_padding_2_padding
 ON_POLICY = "old_log_probs_from_update"  # the update's meta key: take the old log-probs from its own forward
+# Estimators whose baseline needs sum over the vocabulary of pi^2 at each response token, from the actor.
+SUM_PI_SQUARED_ESTIMATORS = ("optimal_token_baseline", "tir_optimal_token_baseline")
 
 
 def needs_old_log_probs(cfg) -> bool:

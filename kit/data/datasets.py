@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas
 
+from kit.data.checks import is_missing, is_prompt
 from kit.errors import KitError
-from kit.task import is_missing, is_prompt
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
 

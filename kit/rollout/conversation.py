@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from verl.utils.model import compute_position_id_with_mask
 
-from kit.task import checked_step
-from kit.tools import ToolResult
+from kit.data.task import checked_step
+from kit.rollout.tools import ToolResult
 
 # Per-episode figures that go into the batch's non_tensor_batch, for tool use and for environments.
 TOOL_KEYS = ("turns", "tool_calls", "tool_errors", "tool_reward")
@@ -27,7 +27,7 @@ class Episode:
     response_ids: list[int] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)  # 1: sampled by the model, 0: a tool or environment message
     log_probs: list[float] = field(default_factory=list)  # the sampler's, 0 on untrained tokens
-    entropy: list[float] = field(default_factory=list)  # the hf sampler's per token (kit/sampler.py), 0 on untrained
+    entropy: list[float] = field(default_factory=list)  # the hf sampler's per token (kit/rollout/sampler.py), 0 on untrained
     turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0

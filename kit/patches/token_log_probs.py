@@ -3,8 +3,7 @@
 Without flash-attn's cross-entropy kernel (the kit does not need flash-attn), verl 0.9.1's
 `logprobs_from_logits` falls back to a Python loop over every token: about ten thousand small kernels and
 autograd nodes per micro-batch. On an H200 a 135M model's update of 16 micro-batches of 32 x 300 tokens took
-33 s with it (2026-11-23, first bench/throughput.sh lease; its log, not kept) and 4.3 s with the eager version
-of this (bench/results/bench/kit-smollm2).
+33 s with it and 4.3 s with the eager version of this (docs/update.md).
 The forward reads the logits once for each token's log-normaliser and picked logit; the backward recomputes the
 softmax from the logits and writes the gradient, so nothing of vocabulary size is kept beyond the logits
 themselves. On a GPU, for large micro-batches, each pass is one kernel (torch.compile fuses the float32 upcast,
@@ -30,7 +29,7 @@ def log_norm_and_picked(logits, labels):  # (n, V), (n,) -> (n,) float32 each: l
 def grad_of_logits(logits, labels, log_norm, grad):  # d log p(label_i) / d logit_ij = [j == label_i] - softmax_ij
     # one expression, so that torch.compile makes it one kernel writing the logits' dtype: no float32 (n, V) buffer
     # (an in-place form with an indexed add is faster op by op, but compiled it keeps that buffer: 8.5 GB more at
-    # 16k tokens x 152k: a 7B run with offload ran out of memory allocating it, 2026-11-30)
+    # 16k tokens x 152k, enough to run the 7B shape with offload out of memory)
     is_label = torch.arange(logits.shape[-1], device=logits.device) == labels[:, None]  # (n, V)
     softmax = torch.exp(logits.float() - log_norm[:, None])
     return ((is_label.float() - softmax) * grad[:, None]).to(logits.dtype)

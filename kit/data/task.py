@@ -1,15 +1,15 @@
 """env.py as the loop sees it: a dataset task (get_batch) or an environment class (Environment), with every
 return value checked so that a task bug reads as one line naming the fix."""
 
-import importlib.util
-import math
-import numbers
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.daemon_threads import DaemonThreads
+from kit.data.checks import is_finite_number, is_missing, is_prompt, is_unicode
+from kit.data.daemon_threads import DaemonThreads
+from kit.data.datasets import VerlFiles
 from kit.errors import KitError
+from kit.user_files import import_file
 
 VAL_SEED_BASE = 2**31  # validation start states are seeds from here up; training draws seeds below it
 
@@ -33,8 +33,6 @@ class Task:
     def __init__(self, path: str, data=None):
         """env.py's task from `path`, or with data.train_files set (verl's keys) the rows of those files."""
         if data is not None and data.train_files:
-            from kit.datasets import VerlFiles  # here: kit.datasets imports this module's row checks
-
             self.module, self.environment = VerlFiles(data.train_files, data.val_files, data.prompt_key), None
             self.data_source = "verl files"  # (each row names its own)
             return
@@ -79,27 +77,10 @@ class Task:
             self.module.load_state_dict(state)
 
 
-def import_file(path: str, what: str):
-    """A Python file the config names (the task, a tool's module), imported as a module named after it."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except KitError:  # the file's own one-line error (a VerlDataset it loads, say)
-        raise
-    except Exception as err:
-        raise KitError(f"{what} '{path}' failed to import ({type(err).__name__}: {err}): fix it") from None
-    return module
 
 
-def is_finite_number(value) -> bool:
-    """A real number (numpy's included), not a bool, not NaN or infinite."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_missing(value) -> bool:
-    """None or NaN: how pandas and JSON leave an empty field."""
-    return value is None or isinstance(value, float) and math.isnan(value)
 
 
 def checked_batch(get_batch, size: int, data_source: str = "") -> Problems:
@@ -125,7 +106,7 @@ def checked_batch(get_batch, size: int, data_source: str = "") -> Problems:
         if not is_prompt(prompt):
             raise KitError(f"{where} returned the prompt {prompt!r:.200}: a prompt is a string or a list of "
                            "{'role': ..., 'content': ...} messages")
-        if not _is_unicode(prompt):
+        if not is_unicode(prompt):
             raise KitError(f"{where} returned a prompt that is not valid Unicode text ({prompt!r:.100}): decode your "
                            "data as UTF-8 (errors='replace' keeps what can be read)")
     for truth in truths:
@@ -143,21 +124,8 @@ def _optional_list(batch: dict, key: str, default: list, kind: type, where: str)
     return values
 
 
-def is_prompt(prompt) -> bool:
-    if isinstance(prompt, str):
-        return bool(prompt)
-    return isinstance(prompt, list) and bool(prompt) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
 
 
-def _is_unicode(prompt) -> bool:
-    """False for text holding lone surrogates (bytes read with errors='surrogateescape', a JSON '\\udcff'),
-    which tokenizers cannot encode."""
-    try:
-        (prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def start_messages(env, seed: int, timeout: float) -> list[dict]:

@@ -1,7 +1,7 @@
 """Rewards through verl's reward manager (`reward.reward_manager`, naive by default) and the user's function.
 
 A call that raises, returns something other than a finite number, or takes longer than
-reward_model.timeout seconds scores 0: the step goes on with a warning and counts them (reward/failed,
+reward.timeout seconds scores 0: the step goes on with a warning and counts them (reward/failed,
 reward/timed_out). Only when every response of a call fails does the run stop, with one line naming the
 first failure: then the function itself is broken, and the last checkpoint holds the work so far.
 """
@@ -15,9 +15,10 @@ import torch
 from verl import DataProto
 from verl.trainer.ppo.reward import load_reward_manager
 
-from kit.daemon_threads import DaemonThreads
+from kit.data.checks import is_finite_number
+from kit.data.daemon_threads import DaemonThreads
+from kit.data.task import Problems
 from kit.errors import KitError
-from kit.task import Problems, is_finite_number
 
 
 class RewardFailure(Exception):
@@ -25,19 +26,19 @@ class RewardFailure(Exception):
 
 
 class RewardTimeout(RewardFailure):
-    """A call that took longer than reward_model.timeout."""
+    """A call that took longer than reward.timeout."""
 
 
 class RewardScorer:
     def __init__(self, verl_cfg, tokenizer, timeout: float):
         fn = verl_cfg.reward.custom_reward_function
         if fn.path is not None and not Path(fn.path).is_file():  # None: verl's own default_compute_score
-            raise KitError(f"reward file '{fn.path}' not found: set reward_model.custom_reward_function.path")
+            raise KitError(f"reward file '{fn.path}' not found: set reward.custom_reward_function.path")
         try:
             self.manager = load_reward_manager(verl_cfg, tokenizer)
         except AttributeError:
             raise KitError(f"reward file '{fn.path}' has no function '{fn.name}': "
-                           "set reward_model.custom_reward_function.name") from None
+                           "set reward.custom_reward_function.name") from None
         except Exception as err:  # the user's module failed to import (verl wraps the error in a RuntimeError)
             cause = err.__cause__ or err
             raise KitError(f"reward file '{fn.path}' failed to import ({type(cause).__name__}: {cause}): fix it") from None
@@ -100,7 +101,7 @@ class RewardScorer:
         try:
             result = await asyncio.wait_for(self.manager.run_single(item), self.timeout)
         except TimeoutError:
-            return RewardTimeout(f"reward function {self.where} took longer than reward_model.timeout="
+            return RewardTimeout(f"reward function {self.where} took longer than reward.timeout="
                                  f"{self.timeout} s: make it faster or raise the timeout")
         except Exception as err:
             return RewardFailure(f"reward function {self.where} raised {type(err).__name__}: {err!s:.200}: fix the "

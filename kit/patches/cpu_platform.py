@@ -1,7 +1,7 @@
 """A CPU platform for verl 0.9.1, registered through verl's own plugin hook.
 
 verl 0.9.1 ships CUDA, NPU and ROCm platforms only and falls back to CUDA when none is found. Importing
-this module (verl does so in every process when VERL_USE_EXTERNAL_MODULES=kit.cpu_platform, see
+this module (verl does so in every process when VERL_USE_EXTERNAL_MODULES=kit.patches.cpu_platform, see
 `enable()`) registers a "cpu" platform: gloo collectives, no device memory, no-op profiling.
 """
 

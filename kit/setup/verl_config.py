@@ -10,7 +10,8 @@ import verl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kit.server_engine import AGENT_LOOP, AGENT_LOOP_CONFIG
+from kit.patches.on_policy import SUM_PI_SQUARED_ESTIMATORS
+from kit.rollout.server_engine import AGENT_LOOP, AGENT_LOOP_CONFIG
 
 VERL_CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
 
@@ -134,7 +135,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
         "algorithm.rollout_correction.rollout_is": algo.rollout_is,
         "algorithm.rollout_correction.rollout_is_threshold": algo.rollout_is_threshold,
         "reward.custom_reward_function.path": reward_function_path(cfg),
-        "reward.custom_reward_function.name": cfg.reward_model.custom_reward_function.name,
+        "reward.custom_reward_function.name": cfg.reward.custom_reward_function.name,
         "trainer.project_name": cfg.project_name,
         "trainer.experiment_name": cfg.experiment_name,
         "trainer.logger": list(cfg.logger),
@@ -142,7 +143,7 @@ def verl_overrides(cfg: DictConfig, model_dir: str, on_gpu: bool) -> dict:
 
 
 def rollout_overrides(cfg: DictConfig) -> dict:
-    """verl's rollout config. Only the vllm/sglang engines start verl's servers (kit/server_engine.py); the hf
+    """verl's rollout config. Only the vllm/sglang engines start verl's servers (kit/rollout/server_engine.py); the hf
     engine generates inside the actor workers and reads none of it."""
     inference = cfg.inference
     overrides = {
@@ -181,7 +182,7 @@ def requests_per_replica(cfg: DictConfig) -> int:
 def reward_function_path(cfg: DictConfig) -> str | None:
     """The reward file's absolute path; None (verl's own default_compute_score, which scores verl's datasets by
     their data_source) when verl's data files are the task and the reward is still the shipped my_reward.py."""
-    path = cfg.reward_model.custom_reward_function.path
+    path = cfg.reward.custom_reward_function.path
     if cfg.data.train_files and path == SHIPPED_REWARD:
         return None
     return str(Path(path).resolve())
@@ -192,8 +193,6 @@ NO_LAYER = "NoLayer"  # a layer class name no model has: verl's FSDP2 wraps the 
 SHIPPED_REWARD = "my_reward.py"  # config.yaml's reward, written for env.py's default task
 # Policy-loss keys of the kit's `algorithm` section that verl reads from actor.policy_loss.
 POLICY_LOSS_KEYS = ("dro_beta", "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "ppo_kl_coef")
-# Estimators whose baseline needs sum over the vocabulary of pi^2 at each response token, from the actor.
-SUM_PI_SQUARED_ESTIMATORS = ("optimal_token_baseline", "tir_optimal_token_baseline")
 
 
 def _default(value, default):

@@ -2,7 +2,7 @@
 
 A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters, T of them trained, W workers):
 - resident: fp32 weights sharded 4P/W (none between uses with param_offload); AdamW's two fp32 moments 8T/W (none
-  outside the optimizer step with optimizer_offload: kit/optimizer_offload.py);
+  outside the optimizer step with optimizer_offload: kit/patches/optimizer_offload.py);
 - generation: the hf sampler's bf16 copy 2P and its KV cache for this worker's rows (kept through the update
   unless inference.free_sampler); vllm/sglang take gpu_memory_utilization of the GPU while awake (asleep for the
   update);
@@ -11,7 +11,7 @@ A model of verl's FSDP engine as the kit runs it, in bytes per GPU (P parameters
   peaks below need: the gradients' copies while they are reduced, most likely, not broken down), and the
   activations of one micro-batch of max_tokens_per_gpu tokens.
 Activations per token are ACTIVATION_BYTES times the logits' width plus the layers' widths, fitted to torch's peaks
-measured on an H200 (README, Measured; torch reports GiB, converted here): 59.2 / 103.1 GB on the Qwen2.5-0.5B shape
+measured on an H200 (docs/memory.md; torch reports GiB, converted here): 59.2 / 103.1 GB on the Qwen2.5-0.5B shape
 at 16,384 / 32,768 tokens (estimated 61.1 / 103.5), 65.6 GB on the SmolLM2 shape at 65,536 (estimated 77.9: high,
 on the safe side), 13.2 GB on the default task (13.4); on the Qwen2.5-7B shape with checkpointing and free_sampler,
 123.2 GB with optimizer_offload at 8,192 tokens (124.5) and 82.8 GB with LoRA at 16,384 (82.0).
@@ -29,8 +29,8 @@ import psutil
 import torch
 from transformers import AutoModelForCausalLM
 
-from kit.config import CPU_TOKENS
 from kit.errors import KitError
+from kit.setup.hardware import CPU_TOKENS
 
 GB = 1e9
 # Bytes per token in one micro-batch: per logit (the vocabulary), per hidden unit and per MLP unit of every layer.

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from kit import lora
-from kit.single_rank import full_tensor
+from kit.patches.single_rank import full_tensor
 
 SHARD_BYTES = 5 * 2**30  # the Hub's usual shard size: a 7B model's fp32 weights (30.5 GB) make six files
 LORA_ADAPTER = "lora_adapter"  # the peft folder of the adapters alone, inside the Hugging Face one
