@@ -1,4 +1,4 @@
-"""Tables of bench/throughput.sh runs: python bench/bench_table.py DIR
+"""Tables of bench/run.sh runs: python bench/bench_table.py DIR
 
 DIR/<run>/metrics.jsonl is a kit run (DIR/verl-*/metrics.jsonl: verl's own trainer, bench/verl_trainer.sh),
 DIR/<run>/result.json a TRL one (bench/trl_bench.py); gpu_mem.csv beside either is nvidia-smi's memory in use
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit
-from kit.run_log import save_plot  # noqa: E402
+from kit.run.run_log import save_plot  # noqa: E402
 
 COLUMNS = ("run", "model", "new tokens", "step s", "generation s", "rollout tok/s", "log-probs s", "update s",
            "update tok/s", "peak GPU GB (torch)", "GPU GB in use (nvidia-smi)", "MFU")
@@ -121,7 +121,7 @@ def trl_row(result: dict) -> dict:
 
 
 def nvidia_smi_peak_gb(path: Path):
-    """The highest memory in use on any one GPU (lines 'index, MiB' or, from lease 14 on, 'index, busy %, MiB')."""
+    """The highest memory in use on any one GPU (lines 'index, MiB' or, since the runner also samples utilisation, 'index, busy %, MiB')."""
     mib = [int(line.split(",")[-1]) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     return max(mib) / 1024 if mib else None
 

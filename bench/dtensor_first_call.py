@@ -1,4 +1,4 @@
-"""What kit/single_rank.py saves: gradient clipping and AdamW over 272 parameters (SmolLM2's count) on a one-rank
+"""What kit/patches/single_rank.py saves: gradient clipping and AdamW over 272 parameters (SmolLM2's count) on a one-rank
 mesh, through DTensor (verl's path) and on the local tensors (the kit's), first call and later calls.
 
   python bench/dtensor_first_call.py   # CPU (gloo), a few seconds
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit
-from kit import cpu_platform  # noqa: E402
+from kit.patches import cpu_platform  # noqa: E402
 
 cpu_platform.enable()
 import torch  # noqa: E402
@@ -22,7 +22,7 @@ from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.tensor import DTensor, Shard  # noqa: E402
 from verl.utils.fsdp_utils import fsdp2_clip_grad_norm_  # noqa: E402
 
-from kit import single_rank  # noqa: E402
+from kit.patches import single_rank  # noqa: E402
 
 PARAMETERS = 272
 

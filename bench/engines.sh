@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs of $STEPS steps (default 20) one after the other on the same GPU, each named ENGINE (the default task)
-# or ENGINE@EXAMPLE (examples/EXAMPLE/config.yaml), in /tmp/runs/engines/<name>/. A lent-GPU call lasts at most
-# 10 minutes, so the runs go on in the background and each call waits up to $1 seconds, then copies metrics
-# and logs to $OUT: call again to follow them. Table: python bench/engine_table.py DIR.
-# Use: source bench/gpu_setup.sh; bash bench/engines.sh 540 vllm hf;  STEPS=10 bash bench/engines.sh 540 vllm@tool_use
+# or ENGINE@EXAMPLE (examples/EXAMPLE/config.yaml), in /tmp/runs/engines/<name>/. The runs go on detached; each
+# command waits up to $1 seconds, then copies metrics and logs to $OUT: run it again to follow them (as bench/run.sh).
+# Table: python bench/engine_table.py $OUT.
+# Use: bash bench/engines.sh 540 vllm hf;  STEPS=10 bash bench/engines.sh 540 vllm@tool_use
+: "${OUT:?OUT: the folder the results are copied to}"
 wait_s=$1; shift
 root=/tmp/runs/engines; mkdir -p $root
 if [ ! -f $root/status ]; then

@@ -1,5 +1,5 @@
 """CPU memory of the Hugging Face export, verl's way (get_fsdp_full_state_dict, then save_pretrained) against the
-kit's (kit/export.py, a shard at a time), on CPU: a random Qwen2.5-0.5B-shaped model in fp32, fully sharded over
+kit's (kit/run/export.py, a shard at a time), on CPU: a random Qwen2.5-0.5B-shaped model in fp32, fully sharded over
 two ranks (two processes, gloo) as verl's engine shards it. Prints what each way adds to rank 0's resident memory
 at its peak (the peak is reset once the model is sharded).
 
@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit and bench
 from bench.random_model import QWEN25_05B  # noqa: E402
-from kit import export  # noqa: E402
+from kit.run import export  # noqa: E402
 
 
 def resident_gb(field: str) -> float:

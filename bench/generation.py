@@ -1,4 +1,4 @@
-"""The hf engine's sampler (kit/sampler.py) against plain Hugging Face `generate`, on the same GPU, model and batch.
+"""The hf engine's sampler (kit/rollout/sampler.py) against plain Hugging Face `generate`, on the same GPU, model and batch.
 
 usage: python bench/generation.py MODEL_DIR NEW_TOKENS OUT_JSON
   64 prompts x 8 samples, NEW_TOKENS new tokens each (every row runs to the limit: `generate` gets
@@ -18,7 +18,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from kit.sampler import Sampler
+from kit.rollout.sampler import Sampler
 
 PROMPTS, SAMPLES = 64, 8
 SAMPLERS = {"sampler_eager": (False, False), "sampler_graphs": (True, False), "sampler_graphs_compiled": (True, True)}

@@ -16,7 +16,7 @@ killed run's processes still alive 10 and 60 s later (Ray's workers leave its pr
 
     python bench/kill_resume.py [--kills 20] [--seed 0] [--steps 40]   # about 15 minutes on 2 CPU cores
 
-Writes bench/results/reliability/kill_resume.json and prints a table; exits 1 if anything did not hold.
+Writes bench/results/<today>_reliability/kill_resume.json and prints a table; exits 1 if anything did not hold.
 """
 
 import argparse
@@ -29,6 +29,7 @@ import shutil
 import signal
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import psutil
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from soak import process_name  # noqa: E402  (bench/, the script's own folder, is on the path)
 from test_resume import RUN, learning_metrics, start_run  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "reliability" / "kill_resume.json"
+RESULTS = ROOT / "bench" / "results" / f"{date.today()}_reliability" / "kill_resume.json"
 KEEP_LAST_N = 2  # config.yaml's default, which RUN keeps
 
 

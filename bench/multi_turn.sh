@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The tool-use and text-game examples for 100 steps, one GPU each (nvidia-h200-x2), in /tmp/runs/<name>.
-# A lent-GPU call lasts at most 10 minutes, so run this in consecutive calls: each call (re)starts a run that
-# is not going (resume=auto continues from its last checkpoint, every 10 steps), waits up to $1 seconds, and
-# copies the metrics and logs to $OUT. Use: source bench/gpu_setup.sh; bash bench/multi_turn.sh 540
+# The tool-use and text-game examples for 100 steps side by side, one GPU each (GPUs 0 and 1), in /tmp/runs/<name>.
+# Each command (re)starts a run that is not going (resume=auto continues from its last checkpoint, every 10 steps),
+# waits up to $1 seconds, and copies the metrics and logs to $OUT: run it again to follow them, or to go on after
+# the machine restarted. Use: bash bench/multi_turn.sh 540
+: "${OUT:?OUT: the folder the results are copied to}"
 declare -A CONFIG=([tool_use]="examples/tool_use/config.yaml val_every=50" [text_game]="examples/text_game/config.yaml val_every=25")
 gpu=0
 for name in tool_use text_game; do

@@ -3,7 +3,7 @@
 Runs algorithm.main(overrides) in this process, from the repository root (relative paths start there), with
 every train_step under its own cProfile, and splits the step (mean of steps 2..end; step 1 warms up) into:
 waiting on the Ray workers (ray.get: generation, log-probs and updates run there), submitting their tasks (Ray
-serialises the batch), the reward path (kit.rewards.RewardScorer.score, episode_scores), verl's driver-side
+serialises the batch), the reward path (kit.data.rewards.RewardScorer.score, episode_scores), verl's driver-side
 functions (compute_advantage, compute_data_metrics, compute_rollout_correction_and_add_to_batch,
 apply_kl_penalty), and the rest: the kit's own Python with verl's DataProto and worker-group plumbing.
 Profiling inflates Python time, so that share is an upper bound. Prints seconds per step, % of the step and
@@ -23,12 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 os.chdir(ROOT)  # algorithm.py reads config.yaml, env.py, my_reward.py from the repository root
 sys.path.insert(0, str(ROOT))
 import algorithm  # noqa: E402
-from kit.config import load_config  # noqa: E402
+from kit.setup.config import load_config  # noqa: E402
 
 PARTS = {  # (file ending, function name) whose cumulative time makes each part
     "waiting on Ray workers (ray.get)": [("ray/_private/worker.py", "get")],
     "submitting Ray tasks (serialising args)": [("ray/actor.py", "_actor_method_call")],
-    "reward function path": [("kit/rewards.py", "score"), ("kit/rewards.py", "episode_scores")],
+    "reward function path": [("kit/data/rewards.py", "score"), ("kit/data/rewards.py", "episode_scores")],
     "verl driver-side functions": [
         ("verl/trainer/ppo/ray_trainer.py", "compute_advantage"),
         ("verl/trainer/ppo/ray_trainer.py", "apply_kl_penalty"),

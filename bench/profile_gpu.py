@@ -6,7 +6,7 @@ usage: python bench/profile_gpu.py MODEL_DIR OUT_JSON [NEW_TOKENS=1024] [MICRO=3
           attend to the whole cache (the sampler's last window), timed step by step and as CUDA graph replays,
           each with and without torch.compile (compile=true), and profiled step by step (the kernels a graph
           replays).
-  update: MICRO rows of (prompt + NEW_TOKENS) tokens, forward, the kit's token log-probs (kit/token_log_probs.py),
+  update: MICRO rows of (prompt + NEW_TOKENS) tokens, forward, the kit's token log-probs (kit/patches/token_log_probs.py),
           backward: with a padding mask (what verl's FSDP engine passes without remove-padding, so sdpa cannot
           use its flash kernel) and without one (causal flash sdpa); MFU by verl's own FLOP count (FlopsCounter).
 Prints each part's ten most expensive kernels and writes all figures to OUT_JSON. Take speeds from
@@ -25,8 +25,8 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForCausalLM
 from verl.utils.flops_counter import FlopsCounter
 
-from kit.sampler import Sampler
-from kit.token_log_probs import logprobs_from_logits
+from kit.rollout.sampler import Sampler
+from kit.patches.token_log_probs import logprobs_from_logits
 
 ROWS, PROMPT, STEPS = 512, 64, 32  # PROMPT: the sampler buckets prompt lengths by 64
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# bench/profile_update.py's runs on the lent GPU machine, one queue per GPU, in the background; results under
-# $OUT/<name>/ (update_profile_rank0.txt, metrics.jsonl, log tail). Use: source bench/gpu_setup.sh; then
-#   bash bench/profile_runs.sh WAIT_S "GPU:NAME:ENV:SHAPE ..."   (first call: starts them; later calls: WAIT_S x)
+# bench/profile_update.py's runs, one queue per GPU, detached; results under $OUT/<name>/ (update_profile_rank0.txt,
+# metrics.jsonl, log tail). Use:
+#   bash bench/profile_runs.sh WAIT_S "GPU:NAME:ENV:SHAPE ..."   (the first command starts them; each waits WAIT_S)
 # NAME's runs: SHAPE small = the default task's size (16 x 8 rows of ~48 tokens, random SmolLM2-135M), qwen = 64 x 8 x
 # 1,024 new tokens (random Qwen2.5-0.5B); ENV = comma-separated VAR=value for bench/profile_update.py's switches.
-# All comes back as $OUT/profile.tar.gz. $EXTRA is appended to every command (a CPU dry run: EXTRA="num_gpus=0 ...").
+# All of it goes into $OUT/profile.tar.gz. $EXTRA is appended to every command (a CPU dry run: EXTRA="num_gpus=0 ...").
+: "${OUT:?OUT: the folder the results are copied to}"
 root=/tmp/runs/profile; models=${MODELS:-/tmp/models}; mkdir -p $root
 
 one_run() {  # NAME ENV SHAPE

@@ -6,14 +6,14 @@ third call (step 3; steps 1-2 warm up; PROFILE_CALL=N: the Nth), and writes OUT_
 micro-batch (verl names them micro_batch<i>), then the operators with the most device time (CUDA, or CPU on a
 machine without a GPU) and with the most host time; with PROFILE_TRACE=1 also update_trace_rank<R>.json.gz (chrome
 trace). bench/profile_gpu.py times the model outside FSDP; this is the kit's own path, FSDP engine and loss included.
-A/B switches for the benchmark only: PROFILE_EAGER_LOGPROBS=1 runs kit/token_log_probs op by op on the GPU too (as
+A/B switches for the benchmark only: PROFILE_EAGER_LOGPROBS=1 runs kit/patches/token_log_probs op by op on the GPU too (as
 before it was compiled); PROFILE_ADAM=fused|foreach builds verl's AdamW with that implementation;
 PROFILE_COMPILE_LAYERS=1 puts each decoder layer's forward through torch.compile (dynamic shapes);
 PROFILE_FSDP_UNITS=layers wraps each decoder layer as its own FSDP unit (verl's default) on one worker too.
 PROFILE_PYTHON=1 profiles the third update with cProfile instead (update_python_rank<R>.txt: Python functions by
 own and by cumulative time). PROFILE_SYNCS=1 (a GPU) runs it with CUDA's synchronizing calls reported
 (torch.cuda.set_sync_debug_mode) and counts them by the Python lines that made them (update_syncs_rank<R>.txt):
-lease 9's profile of the 0.5B update found 627 stream synchronizations taking 0.99 s.
+the 0.5B shape's update (prof-qwen-1024, H200) had 627 stream synchronizations taking 0.99 s.
   python bench/profile_update.py /tmp/prof env=bench/throughput_task.py model_path=/tmp/models/qwen2.5-0.5b \\
       batch_size=64 inference.max_response_length=1024 steps_per_epoch=3 save_every=0 val_every=0 resume=off
 """
@@ -63,7 +63,7 @@ def profile_third_update():
 
 def apply_switches():
     sys.path.insert(0, str(ROOT))  # the hook runs before the worker can import the kit
-    from kit import token_log_probs
+    from kit.patches import token_log_probs
     from verl.workers.config import optimizer
 
     if os.environ.get("PROFILE_EAGER_LOGPROBS") == "1":

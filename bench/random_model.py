@@ -1,5 +1,5 @@
 """A Hugging Face model folder with random weights (torch.manual_seed(0)), saved as bf16 safetensors, with a
-tokenizer, for throughput benchmarks where what the model says does not matter (bench/throughput.sh).
+tokenizer, for throughput benchmarks where what the model says does not matter (bench/run.sh builds them).
 
   python bench/random_model.py smollm2-135m OUTDIR   # SmolLM2-135M-Instruct's own config and tokenizer (from the
                                                      # kit's embedded:smollm2 folder), weights reinitialised
@@ -22,7 +22,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit
-from kit.models import resolve_model_path  # noqa: E402
+from kit.setup.models import resolve_model_path  # noqa: E402
 
 QWEN25_05B = {  # Qwen2.5-0.5B-Instruct's config.json
     "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
@@ -37,7 +37,7 @@ QWEN25_7B = {  # Qwen2.5-7B-Instruct's config.json
 
 
 def main(shape: str, out: Path):
-    # SMOLLM2_DIR: a folder with only SmolLM2's config and tokenizer will do (bench/gpu_setup.sh)
+    # SMOLLM2_DIR: a folder with only SmolLM2's config and tokenizer will do (bench/offline/gpu_setup.sh sets it)
     smollm2 = Path(os.environ.get("SMOLLM2_DIR") or resolve_model_path("embedded:smollm2"))
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
     if shape == "smollm2-135m":

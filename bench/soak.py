@@ -11,7 +11,7 @@ more than keep_last_n checkpoints (plus the one being written), and no process o
 
     python bench/soak.py [--steps 1000] [--every 1]   # about 5 minutes on 2 CPU cores
 
-Writes bench/results/reliability/soak.json (summary and downsampled samples) and soak.png; prints a table;
+Writes bench/results/<today>_reliability/soak.json (summary and downsampled samples) and soak.png; prints a table;
 exits 1 if anything did not hold.
 """
 
@@ -24,12 +24,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "reliability"
+RESULTS = ROOT / "bench" / "results" / f"{date.today()}_reliability"
 KEEP_LAST_N, WARMUP, WINDOW, MAX_GROWTH = 2, 100, 100, 0.05
 RUN = ["model_path=embedded:tiny", "batch_size=4", "n_generations=4", "val_size=8", "inference.max_response_length=8",
        "save_every=10", f"keep_last_n={KEEP_LAST_N}", "val_every=100"]

@@ -1,4 +1,4 @@
-"""A kit task for throughput benchmarks (bench/throughput.sh): 2-digit additions asked as chat messages,
+"""A kit task for throughput benchmarks (bench/catalogue.py): 2-digit additions asked as chat messages,
 "What is {a} + {b}? Answer with the number only.", ground truth str(a + b), scored by my_reward.py (the
 first integer of the reply); bench/trl_bench.py should ask TRL the same questions. No get_val_batch:
 validation is skipped. Use: python algorithm.py env=bench/throughput_task.py ...

@@ -5,10 +5,11 @@ usage:
   python bench/trl_bench.py learn MODEL_DIR OUT_JSON
   SMOKE=1 python bench/trl_bench.py ...    # CPU, a tiny random model built from MODEL_DIR's config, 2 steps
 
-TRL must never be importable beside verl (verl 0.9.1 imports a class trl 1.x removed), so this runs on its own
-path. On the GPU machine (carry .gpu; the image has torch, transformers, accelerate, pandas, pyarrow):
-  mkdir -p /tmp/trl && tar -xJf .gpu/trl.tar.xz -C /tmp/trl
-  PYTHONPATH=/tmp/trl python bench/trl_bench.py throughput /tmp/m/smollm2-135m 256 $OUT/trl_tput.json
+TRL must never be importable beside verl (verl 0.9.1 imports a class trl 1.x removed), so this runs in an
+environment of its own, which needs nothing of the kit's:
+  python -m venv /opt/trl && /opt/trl/bin/pip install trl==1.16.0
+  /opt/trl/bin/python bench/trl_bench.py throughput /tmp/models/smollm2-135m 256 /tmp/trl_tput.json
+(bench/run.sh's trl-* runs: TRL_PYTHON=/opt/trl/bin/python; bench/offline/ carries TRL as .gpu/trl.tar.xz.)
 
 throughput: 64 prompts x 8 samples x NEW_TOKENS new tokens a step, chat prompts from bench/throughput_task.py
   ("What is {a} + {b}? Answer with the number only."), bf16 weights, lr 1e-6, 4 steps; one generation of 512

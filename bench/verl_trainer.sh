@@ -1,42 +1,28 @@
 #!/usr/bin/env bash
-# verl 0.9.1's own trainer (python -m verl.trainer.main_ppo, GRPO, vllm rollout through its agent loop) on
-# bench/throughput.sh's kit throughput run: the same random model, the same questions (bench/throughput_task.py,
-# as parquet: bench/verl_trainer_data.py), 64 prompts x 8 responses, LEN new tokens at most, STEPS steps, and the
-# kit's settings (config.yaml, kit/verl_config.py) wherever verl's config has them. Its file logger writes every
-# step's metrics to DIR/metrics.jsonl ({"step": N, "data": {...}}; bench/bench_table.py reads verl-* runs so).
+# verl 0.9.1's own trainer (python -m verl.trainer.main_ppo, GRPO, vllm rollout through its agent loop) on the kit's
+# throughput runs' task (bench/catalogue.py: verl-* runs): the same random model, the same questions
+# (bench/throughput_task.py, as parquet: bench/verl_trainer_data.py), 64 prompts x 8 responses, LEN new tokens at
+# most, STEPS steps, and the kit's settings (config.yaml, kit/setup/verl_config.py) wherever verl's config has them.
+# Its file logger writes every step's metrics to DIR/metrics.jsonl ({"step": N, "data": {...}}; bench/bench_table.py
+# reads verl-* runs so).
 #
-# Use: bash bench/verl_trainer.sh DIR MODEL_DIR [LEN] [STEPS] [HYDRA_OVERRIDE...]  (bench/throughput.sh: verl-* runs)
-#      bash bench/verl_trainer.sh prepare   (only TransferQueue, below; bench/throughput.sh at its start)
-# DIR's name ending in -v0 runs verl's legacy trainer (trainer.use_v1=false) instead of the default V1 one.
-# verl's V1 trainer imports TransferQueue, which verl's bundle (.gpu/site.tar.xz) lacks: unless it is importable,
-# its wheel (pure Python; .gpu/wheels/transferqueue-0.1.11-py3-none-any.whl from `pip download --no-deps
-# TransferQueue==0.1.11 -d .gpu/wheels`, or $TQ_WHEEL) is unpacked into /tmp/site-tq once and put last on PYTHONPATH.
-# bench/throughput.sh unpacks it when its runs start, in the call that carries .gpu (a later call may not).
+# Use: bash bench/verl_trainer.sh DIR MODEL_DIR [LEN] [STEPS] [HYDRA_OVERRIDE...]
+# DIR's name ending in -v0 runs verl's legacy trainer (trainer.use_v1=false) instead of the default V1 one, which
+# imports TransferQueue (verl's verl-core extra, which the kit's vllm and sglang extras install).
 set -e
-transfer_queue() {  # importable, or unpacked into /tmp/site-tq (then PYTHONPATH gets it), or an error
-  python -c "import transfer_queue" 2> /dev/null && return
-  if [ ! -f /tmp/site-tq/.unpacked ]; then
-    local wheel=${TQ_WHEEL:-$(ls .gpu/wheels/transferqueue-*.whl 2> /dev/null | tail -1)}
-    [ -f "$wheel" ] || { echo "verl's V1 trainer needs TransferQueue: no .gpu/wheels/transferqueue-*.whl"; return 1; }
-    python -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1])
-z.extractall('/tmp/site-tq', [m for m in z.namelist() if m.startswith(('transfer_queue/', 'transferqueue-'))])" $wheel
-    touch /tmp/site-tq/.unpacked
-  fi
-  export PYTHONPATH=$PYTHONPATH:/tmp/site-tq
-}
-if [ "$1" = prepare ]; then transfer_queue; exit; fi
-
 dir=$(realpath -m $1) model=$2 len=${3:-1024} steps=${4:-5}; shift $(( $# < 4 ? $# : 4 ))
 name=$(basename $dir); mkdir -p $dir
 python bench/verl_trainer_data.py $dir/data $((64 * steps))
 version=()
-if [[ $name == *-v0 ]]; then version=(trainer.use_v1=false); else transfer_queue; fi
+if [[ $name == *-v0 ]]; then version=(trainer.use_v1=false)
+else python -c "import transfer_queue" || { echo "verl's V1 trainer needs TransferQueue: pip install -e '.[vllm]'"; exit 1; }
+fi
 
 export VERL_FILE_LOGGER_PATH=$dir/metrics.jsonl
 tokens=16384  # config.yaml's training.actor.max_tokens_per_gpu: micro-batches by token count (dynamic batch size)
 # ppo_mini_batch_size=64 prompts = the whole batch: one optimizer step a step, as the kit's mini_batch_size null.
 # Model: sdpa and no remove-padding (flash-attn is not installed), no gradient checkpointing (verl's default is on),
-# as kit/verl_config.py sets them; fused AdamW and no reshard after forward on one GPU, as the kit does on GPUs.
+# as kit/setup/verl_config.py sets them; fused AdamW and no reshard after forward on one GPU, as the kit does on GPUs.
 exec python -m verl.trainer.main_ppo \
   algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=true algorithm.use_kl_in_reward=false \
   data.train_files=$dir/data/train.parquet data.val_files=$dir/data/val.parquet data.shuffle=false data.seed=0 \

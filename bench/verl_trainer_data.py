@@ -17,7 +17,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for throughput_task
 import throughput_task  # noqa: E402
 
-STEP = 64  # the kit's batch_size in bench/throughput.sh
+STEP = 64  # the kit's batch_size in its throughput runs (bench/catalogue.py)
 
 
 def rows(count: int, split: str) -> list[dict]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Where a server-engine step's generation phase spends the host's time (bench/throughput.sh's `watch` runs):
+# Where a server-engine step's generation phase spends the host's time (bench/run.sh's `watch` runs):
 # once DIR/metrics.jsonl holds the first step, wait WATCH_DELAY seconds (default 6: inside the second step's
 # generation), take two `top` frames 2 s apart, then sample the five busiest processes of the second frame with
-# py-spy for 8 s (raw collapsed stacks, not pausing them; bench/gpu_setup.sh installs py-spy from .gpu/).
+# py-spy for 8 s (raw collapsed stacks, not pausing them; pip install py-spy==0.4.3, bench/offline/ carries it).
 # Use: bash bench/watch_generation.sh DIR &     Out: DIR/top.txt, DIR/pyspy_PID.txt (and .log)
 dir=$1
 until [ -s $dir/metrics.jsonl ]; do sleep 0.5; done

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Rebuild .gpu-vllm/vllm.tar.xz: vLLM 0.24.0 slimmed for sm90/bf16 as bench/vllm_bundle/README.md describes
-# (that folder holds the pieces: final_reqs.txt, trim.py + fatbin2.py, sampler.patch; this script strings them together).
-# bench/gpu_setup.sh unpacks it into /tmp/site-vllm. Run from the project root; WORK=/dir keeps the wheels.
+# Rebuild .gpu-vllm/vllm.tar.xz: vLLM 0.24.0 slimmed for sm90/bf16 as README.md here describes (this folder holds
+# the pieces: final_reqs.txt, trim.py + fatbin2.py, sampler.patch; this script strings them together).
+# bench/offline/gpu_setup.sh unpacks it into /tmp/site-vllm. Run from the project root; WORK=/dir keeps the wheels.
 set -euo pipefail
-root=$(git rev-parse --show-toplevel); v=$root/bench/vllm_bundle; cd "$root"
+root=$(git rev-parse --show-toplevel); v=$root/bench/offline/vllm_bundle; cd "$root"
 work=${WORK:-$(mktemp -d)}; mkdir -p "$work"
 [ -n "${WORK:-}" ] || trap 'rm -rf "$work"' EXIT
 unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL; export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1

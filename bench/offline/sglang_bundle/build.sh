@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build .gpu-sgl/sglang.tar.xz (SGLang 0.5.14 slimmed for sm90/bf16, see README.md) and split it into
-# .gpu-sgl/p1, p2, ... (at most 60 MiB each, one folder per device call).
+# .gpu-sgl/p1, p2, ... (at most 60 MiB each, one folder per transfer to the GPU machine).
 # Run from the project root on an x86-64 machine with pip, binutils (readelf), zstd, xz and patch.
 # WORK=/some/dir keeps the downloaded wheels there between runs (default: a temporary folder).
 set -euo pipefail
-root=$(git rev-parse --show-toplevel); here=$root/bench/sglang_bundle; cd "$root"
+root=$(git rev-parse --show-toplevel); here=$root/bench/offline/sglang_bundle; cd "$root"
 work=${WORK:-$(mktemp -d)}; mkdir -p "$work"
 [ -n "${WORK:-}" ] || trap 'rm -rf "$work"' EXIT
 unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL; export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -1,5 +1,5 @@
 """Keep only the sm90 cubins (and, for sgl_kernel's FA3 module, only bf16 kernels with equal q/k and v head dims,
-no softcap) in a CUDA extension's .nv_fatbin. Uses bench/vllm_bundle/trim.py (its fatbin rewrite and TU names).
+no softcap) in a CUDA extension's .nv_fatbin. Uses bench/offline/vllm_bundle/trim.py (its fatbin rewrite and TU names).
 Unlike vLLM's FA3, sgl_kernel's flash_ops stores its biggest cubins zstd-compressed: those are decompressed
 (zstd CLI) only to read their TU names. Usage: trim_sgl.py SRC DST arch|fa3"""
 import os, re, subprocess, sys

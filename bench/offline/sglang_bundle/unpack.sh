@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# On the GPU machine: join SGLang's bundle from the parts that earlier calls copied to /tmp/parts-sgl and unpack
-# it into /tmp/site-sgl (once per machine). Use: source bench/sglang_bundle/unpack.sh (after bench/gpu_setup.sh).
-# Call k of the series carries only ".gpu-sgl/pk" and begins with
+# On the GPU machine: join SGLang's bundle from the parts that earlier transfers copied to /tmp/parts-sgl and unpack
+# it into /tmp/site-sgl (once per machine). Use: source bench/offline/sglang_bundle/unpack.sh (after
+# bench/offline/gpu_setup.sh). Transfer k of the series carries only ".gpu-sgl/pk" and begins with
 #   mkdir -p /tmp/parts-sgl && cp .gpu-sgl/p*/* /tmp/parts-sgl/
-# (the folders and their count come from bench/sglang_bundle/build.sh; make the calls back to back: a reply with
-# warm: false means the machine was given back and /tmp/parts-sgl is gone, so start over).
+# (the folders and their count come from bench/offline/sglang_bundle/build.sh; /tmp/parts-sgl lives only as long as
+# the machine: on a fresh one, start over).
 # SGLang runs then put /tmp/site-sgl first: PYTHONPATH=/tmp/site-sgl:/tmp/site:$PWD (like /tmp/site-vllm for vLLM).
 if [ ! -f /tmp/site-sgl/.unpacked ]; then
   (

@@ -1,6 +1,6 @@
 """Slim a CUDA extension's .nv_fatbin for the H200: trim.py SRC DST arch|fa3. `arch` keeps the sm90 cubins (or,
 in a container without one, the PTX for sm90 and below); `fa3` keeps vLLM's FA3 kernels other than fp16 and fp8
-(e4m3). rewrite() is shared with bench/sglang_bundle/trim_sgl.py, which brings its own rule."""
+(e4m3). rewrite() is shared with bench/offline/sglang_bundle/trim_sgl.py, which brings its own rule."""
 import re, struct, sys
 from fatbin2 import sect, containers
 
