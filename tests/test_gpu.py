@@ -123,3 +123,25 @@ def test_an_offloaded_optimizers_state_is_on_the_gpu_for_its_steps_only(tmp_path
         for key, value in kit.optimizer.state[p].items():
             assert value.device.type == "cpu" and local_tensor(value).is_pinned(), key
             assert torch.equal(local_tensor(value), local_tensor(plain.optimizer.state[q][key]).cpu()), key
+
+
+def test_dropping_stopped_rows_in_cuda_graphs_changes_no_rows_tokens(tiny_model_dir, tiny_tokenizer):
+    """Each smaller batch replays graphs of its own over the first rows of the same buffers: every row's tokens,
+    log-probs and entropy are those of a sampler that keeps every row, for the same seed."""
+    from kit.rollout.sampler import Sampler
+    from test_sampler import encoded
+
+    model = float32_model(tiny_model_dir).eval()
+    samplers = [Sampler(model.config, torch.float32, torch.device("cuda"), cuda_graphs=True, drop_stopped_rows=drop)
+                for drop in (True, False)]
+    prompts = [f"What is {a} + {3 * a % 7}?" for a in range(24)]
+    input_ids, prompt_mask = (t.cuda() for t in encoded(tiny_tokenizer, prompts))
+    outputs = []
+    for sampler in samplers:
+        sampler.load_weights(model)
+        torch.manual_seed(3)
+        outputs.append(sampler.generate(input_ids, prompt_mask, 192, temperature=1.0, top_p=1.0,
+                                        eos=tiny_tokenizer.eos_token_id, pad=tiny_tokenizer.pad_token_id))
+    assert len(samplers[0].batch_rows) > 1
+    for dropped, kept in zip(*outputs):
+        assert torch.equal(dropped, kept)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from kit.rollout.sampler import WINDOW, Sampler, top_p_filter, windows
+from kit.rollout.decoding import WINDOW, windows
+from kit.rollout.sampler import Sampler, top_p_filter
 
 PROMPTS = ["What is 2 + 3?", "12 + 30 =", "What is 45 + 17? It is"]
 
@@ -185,3 +186,26 @@ def test_a_dropped_sampler_is_freed_at_once(model_and_sampler, tiny_tokenizer):
         assert dropped() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.8, 0.9)])
+def test_dropping_stopped_rows_changes_no_rows_tokens_log_probs_or_entropy(model_and_sampler, tiny_tokenizer,
+                                                                           temperature, top_p):
+    """The rows still running move into smaller batches as others stop (kit/rollout/sampler.py); each row's tokens,
+    log-probs and entropy are what a sampler that keeps every row gives it, for the same seed."""
+    model, dropping = model_and_sampler
+    keeping = Sampler(model.config, torch.float32, torch.device("cpu"), cuda_graphs=False, drop_stopped_rows=False)
+    keeping.load_weights(model)
+    prompts = [f"What is {a} + {3 * a % 7}?" for a in range(24)]  # 24 rows: batches of 24, 12 and 6
+    input_ids, prompt_mask = encoded(tiny_tokenizer, prompts)
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    outputs = []
+    for sampler in (dropping, keeping):
+        torch.manual_seed(3)
+        outputs.append(sampler.generate(input_ids, prompt_mask, 192, temperature=temperature, top_p=top_p, eos=eos,
+                                        pad=pad))
+    assert len(dropping.batch_rows) > 1 and dropping.batch_rows[0] == 24 and keeping.batch_rows == [24]
+    for dropped, kept in zip(*outputs):
+        assert torch.equal(dropped, kept)
+    responses = outputs[0][0]
+    assert (responses == eos).any(-1).sum() >= 12 and not (responses == eos).any(-1).all()  # some ran to the limit

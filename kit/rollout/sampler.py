@@ -8,100 +8,44 @@ step (model forward, sampling, eos bookkeeping) can be captured once and replaye
 All n responses of a prompt are rows of the same batch; each row stops at its own eos (later tokens are
 pad), and the loop ends when every row has.
 
+Rows that have stopped are dropped: once at most half of a batch's rows still run, they move (their KV cache up to
+the current position, their token, position and mask) into the first rows of the same buffers, and decoding goes on
+with a batch half as large (and its own graphs), down to MIN_ROWS. At long, long-tailed lengths most of a decode
+step reads the KV cache, and most rows stop long before the longest: a response of mean length a quarter of the
+maximum costs the full batch's cache reads only near its start. Each row draws its sampling noise from the full
+batch's draw at every step, so a row's tokens do not depend on which other rows still run.
+
+A decode step attends only to the cache positions filled so far, rounded up to a window (kit/rollout/decoding.py).
+
 The copy's weights are refreshed from the FSDP actor after each update (`load_weights`), in place, so the
 captured graphs stay valid: the sampler always samples the current policy.
 
-A decode step attends only to the cache positions filled so far, rounded up to a window of WINDOW positions:
-one graph per window, so early steps of a long response read a fraction of the cache (the attention
-products read the cache once per step, the largest cost of a decode step after compile).
-
 With `compiled`, the decode step goes through torch.compile first: its many small elementwise kernels
-(norms, rotary, activations, sampling) fuse into a few, which the graphs then replay.
+(norms, rotary, activations, sampling) fuse into a few, which the graphs then replay. A compiled step keeps every
+row (each batch size would compile again).
 """
 
 import copy
 import math
-from dataclasses import dataclass, field
 
 import torch
-from transformers import AttentionInterface, AutoModelForCausalLM
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers import AutoModelForCausalLM
 
 from kit import lora
 from kit.errors import KitError
+from kit.rollout.decoding import ATTENTION, Decoding, KVCache, batches, record, window_of, windows
 
-ATTENTION = "kit_sampler"
-CHECK_EVERY = 8  # decode steps between checks whether every row has stopped (each check waits for the GPU)
+CHECK_EVERY = 8  # decode steps between checks of how many rows still run (each check waits for the GPU)
 MAX_SHAPES = 3  # batch shapes (rows, cache length, sampling mode) whose buffers and graphs are kept
-WINDOW = 64  # decode attention reads the cache up to the next multiple of this past the current position
-
-
-def grouped_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """Attention for the sampler's model: sdpa for the prompt; for one decoding token a grouped-query product
-    that reads each cached key and value once (sdpa with a mask would first copy them once per query head)."""
-    if query.shape[2] > 1:
-        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    rows, heads, _, dim = query.shape  # (B, H, 1, D)
-    kv_heads, length = key.shape[1], key.shape[2]  # key, value: (B, Hkv, T, D)
-    grouped = query.view(rows, kv_heads, heads // kv_heads, dim)  # (B, Hkv, H/Hkv, D)
-    scores = torch.matmul(grouped, key.transpose(-1, -2)) * (scaling or dim ** -0.5)  # (B, Hkv, H/Hkv, T)
-    scores = scores + attention_mask.view(rows, 1, 1, length)  # mask: (B, 1, 1, T), 0 or a large negative
-    weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
-    output = torch.matmul(weights, value).view(rows, heads, 1, dim)  # (B, H, 1, D)
-    return output.transpose(1, 2), None  # (B, 1, H, D), as HF's attention functions return it
-
-
-AttentionInterface.register(ATTENTION, grouped_attention)
-
-
-class KVCache:
-    """Keys and values of every layer, preallocated: (B, Hkv, T, D) each. A forward writes its new keys and
-    values at the cache positions in `slots` (a tensor, so a captured graph replays with its current value)
-    and attends to positions 0..window-1 (fixed for each captured graph). It answers the two calls HF's
-    decoder layers make of a cache."""
-
-    def __init__(self, config, rows: int, length: int, dtype, device):
-        kv_heads = config.num_key_value_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        shape = (rows, kv_heads, length, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.slots = torch.zeros(1, dtype=torch.long, device=device)
-        self.window = length
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        self.keys[layer_idx].index_copy_(2, self.slots, key_states)
-        self.values[layer_idx].index_copy_(2, self.slots, value_states)
-        return self.keys[layer_idx][:, :, :self.window], self.values[layer_idx][:, :, :self.window]
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return 0  # never asked: the sampler passes position ids and a full attention mask
-
-
-@dataclass
-class Decoding:
-    """Everything one decode step reads and writes, for one batch shape: rows B, cache length T, R new tokens."""
-    cache: KVCache
-    tokens: torch.Tensor  # (B, 1) the token each row feeds next
-    positions: torch.Tensor  # (B, 1) its position id
-    slot: torch.Tensor  # (1,) its cache position, the same for every row (prompts are left-padded)
-    step: torch.Tensor  # (1,) its index among the new tokens
-    visible: torch.Tensor  # (B, T) cache positions a row attends to: its prompt tokens and its tokens so far
-    finished: torch.Tensor  # (B,) the row has written its eos
-    responses: torch.Tensor  # (B, R) sampled tokens, pad after eos
-    log_probs: torch.Tensor  # (B, R) their log-probs under the sampling temperature, 0 after eos
-    entropy: torch.Tensor  # (B, R) the entropy of the distribution each was drawn from, 0 after eos (and greedy)
-    temperature: torch.Tensor  # () read by the captured graph, so one graph serves every temperature
-    top_p: torch.Tensor  # ()
-    eos: torch.Tensor  # ()
-    pad: torch.Tensor  # ()
-    greedy: bool  # argmax instead of sampling
-    use_top_p: bool  # top_p < 1: cut the distribution's tail before sampling
-    graphs: dict = field(default_factory=dict)  # window -> the decode step captured for it (CUDA), else empty
+MIN_ROWS = 4  # the smallest batch the rows still running are moved into
+# Rows are dropped only from responses of this many tokens up: shorter ones leave few steps to save, and each smaller
+# batch captures graphs of its own (the default task's 8 tokens never reach the first check)
+DROP_FROM_TOKENS = 128
 
 
 class Sampler:
-    def __init__(self, hf_config, dtype: torch.dtype, device: torch.device, cuda_graphs: bool, compiled: bool = False):
+    def __init__(self, hf_config, dtype: torch.dtype, device: torch.device, cuda_graphs: bool, compiled: bool = False,
+                 drop_stopped_rows: bool = True):
         hf_config = copy.deepcopy(hf_config)  # the actor's modules read theirs at every forward: leave it as it is
         with torch.device(device):
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=ATTENTION)
@@ -116,6 +60,8 @@ class Sampler:
         # function, not the bound method: a sampler holding its own method would be freed only by the cycle
         # collector, and inference.free_sampler needs its memory back at once.
         self.compiled_step = torch.compile(Sampler._decode_step, fullgraph=True) if compiled else None
+        self.drop_stopped_rows = drop_stopped_rows and not compiled
+        self.batch_rows = []  # the last generate's batch sizes, largest first (rows dropped as they stop)
 
     @torch.no_grad()
     def load_weights(self, module: torch.nn.Module):
@@ -149,6 +95,8 @@ class Sampler:
         state.entropy.zero_()
         state.visible.zero_()
         state.visible[:, :prompt_length] = prompt_mask.bool()
+        torch.arange(rows, out=state.row_ids)
+        self.batch_rows = [rows]
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
 
         # The prompt: one forward over every row, filling cache positions 0..P-1.
@@ -165,8 +113,12 @@ class Sampler:
         state.slot.fill_(prompt_length)
         state.cache.slots = state.slot
         for step in range(1, max_new_tokens):
-            if step % CHECK_EVERY == 0 and bool(state.finished.all()):
-                break
+            if step % CHECK_EVERY == 0:
+                running = int((~state.finished).sum())
+                if running == 0:
+                    break
+                if state.smaller is not None and running <= state.smaller.rows:
+                    state = self._drop_stopped_rows(state, running, filled=prompt_length + step)
             window = window_of(prompt_length + step, length)  # this step's slot, and before
             if state.graphs:
                 state.graphs[window].replay()
@@ -193,13 +145,40 @@ class Sampler:
             log_probs=zeros(rows, max_new_tokens, dtype=torch.float32),
             entropy=zeros(rows, max_new_tokens, dtype=torch.float32), temperature=torch.ones((), device=self.device),
             top_p=torch.ones((), device=self.device), eos=zeros(), pad=zeros(), greedy=greedy, use_top_p=top_p,
+            row_ids=zeros(rows), all_rows=rows,
         )
-        if self.cuda_graphs:
-            # largest first: a compiled step specialises on the whole cache, then compiles once more with a symbolic
-            # window that every smaller window reuses (smallest first compiles three times)
-            state.graphs = {window: self._capture(state, window) for window in reversed(windows(length))}
+        smaller = state
+        drop = self.drop_stopped_rows and max_new_tokens >= DROP_FROM_TOKENS
+        while drop and (half := math.ceil(smaller.rows / 2)) >= MIN_ROWS:
+            smaller.smaller = state.first_rows(half)
+            smaller = smaller.smaller
+        for batch in batches(state):
+            batch.cache.slots = batch.slot  # decode steps write at the shared slot (the prompt's forward sets its own)
+            if self.cuda_graphs:
+                # largest first: a compiled step specialises on the whole cache, then compiles once more with a
+                # symbolic window that every smaller window reuses (smallest first compiles three times)
+                batch.graphs = {window: self._capture(batch, window) for window in reversed(windows(length))}
         self.shapes[key] = state
         return state
+
+    def _drop_stopped_rows(self, state: Decoding, running: int, filled: int) -> Decoding:
+        """Move the rows still running into the first rows of the smallest batch that holds them (the same buffers),
+        their KV cache up to position `filled`; the batch's other rows are marked stopped and write pad (and 0) into
+        a row that has stopped."""
+        target = state.smaller
+        while target.smaller is not None and running <= target.smaller.rows:
+            target = target.smaller
+        keep = (~state.finished).nonzero().squeeze(-1)  # (running,)
+        stopped_row = state.row_ids[state.finished.nonzero()[0, 0]]
+        for big, small in zip(state.cache.keys + state.cache.values, target.cache.keys + target.cache.values):
+            small[:running, :, :filled] = big[keep, :, :filled]  # (the index copies first: the two share memory)
+        for name in ("tokens", "positions", "visible", "row_ids"):
+            getattr(target, name)[:running] = getattr(state, name)[keep]
+        target.row_ids[running:] = stopped_row
+        target.finished[:running] = False
+        target.finished[running:] = True
+        self.batch_rows.append(target.rows)
+        return target
 
     def _capture(self, state: Decoding, window: int) -> torch.cuda.CUDAGraph:
         """Record one decode step that attends to cache positions 0..window-1. Warm-up steps on a side stream
@@ -250,17 +229,19 @@ class Sampler:
         else:
             probs = log_probs.exp()
             entropy = -(probs * log_probs).sum(-1)  # (B,), verl's entropy of the temperature-scaled distribution
-            state.entropy.index_copy_(1, state.step, torch.where(state.finished, 0.0, entropy)[:, None])
+            record(state, state.entropy, torch.where(state.finished, 0.0, entropy))
             if state.use_top_p:
                 probs = top_p_filter(probs, state.top_p)
             # argmax of p / Exp(1) noise draws from p (the exponential-race form of sampling), with no host sync
-            noise = torch.empty_like(probs).exponential_().clamp_(min=torch.finfo(probs.dtype).tiny)
-            token = (probs / noise).argmax(-1)
+            noise = torch.empty((state.all_rows, probs.shape[-1]), device=probs.device).exponential_()  # (B0, V)
+            if state.rows < state.all_rows:  # each row its own row's draw, whichever rows still run
+                noise = noise.index_select(0, state.row_ids)
+            token = (probs / noise.clamp_(min=torch.finfo(probs.dtype).tiny)).argmax(-1)
         token_log_prob = log_probs.gather(-1, token[:, None]).squeeze(-1)  # (B,)
         # the trainer's log-prob of the token: temperature-scaled, without the top-p cut (verl's convention)
         token = torch.where(state.finished, state.pad, token)
-        state.responses.index_copy_(1, state.step, token[:, None])
-        state.log_probs.index_copy_(1, state.step, torch.where(state.finished, 0.0, token_log_prob)[:, None])
+        record(state, state.responses, token)
+        record(state, state.log_probs, torch.where(state.finished, 0.0, token_log_prob))
         state.finished |= token == state.eos
         state.tokens.copy_(token[:, None])
         state.step.add_(1)
@@ -268,17 +249,6 @@ class Sampler:
     def _bias(self, visible: torch.Tensor) -> torch.Tensor:
         """An additive attention mask from a boolean one: 0 where visible, the dtype's minimum elsewhere."""
         return torch.where(visible, self.bias_values[0], self.bias_values[1])
-
-
-def window_of(positions: int, length: int) -> int:
-    """The window a decode step attends to when cache positions 0..positions-1 must be visible."""
-    return min(math.ceil(positions / WINDOW) * WINDOW, length)
-
-
-def windows(length: int) -> list[int]:
-    """Every window of a cache of `length` positions (what window_of can return): the multiples of WINDOW below
-    it, and itself."""
-    return [*range(WINDOW, length, WINDOW), length]
 
 
 def top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
