@@ -60,6 +60,10 @@ RUNS = {
         "kit-example_tool_use", "kit-example_tool_use-liger", "kit-example_tool_use-sglang",
         "kit-example_text_game-sglang",
     ],
+    "long rollouts: long-tailed lengths, 4,096 and 16,384 new tokens": [
+        "kit-qwen0.5b-4096-hf", "kit-qwen0.5b-4096-vllm", "kit-qwen0.5b-4096-sglang", "kit-qwen0.5b-4096-hf-s2",
+        "kit-qwen0.5b-4096-hf-free-s2", "kit-qwen0.5b-4096-vllm-s2",
+    ],
     "profiles of the update": [
         "prof-qwen-1024", "prof-qwen-1024-syncs", "prof-default-pyprof", "prof-default-pyprof-first",
     ],
@@ -82,18 +86,24 @@ KNOBS = {
     "BENCH_RUNS": "the runs' folders (/tmp/runs/bench)",
 }
 
-# Random models (bench/random_model.py MODEL), trained on 64 prompts x 8 responses of bench/throughput_task.py a
-# step; env: per kind of run.
+# Random models (bench/random_model.py MODEL; {len}: the run's new tokens), trained on 64 prompts x 8 responses of
+# their task a step; env: per kind of run. The throughput shapes never end a response (every row runs to its
+# limit); the long-tail ones (qwen0.5b, qwen1.5b, qwen7b) end them at geometric lengths of mean a quarter of the
+# limit, on prompts of about 100 tokens.
+LONG_TAIL = "bench/long_tail_task.py"
 SHAPES = {
     "smollm2": dict(model="smollm2-135m", about="random SmolLM2-135M"),
     "qwen": dict(model="qwen2.5-0.5b", about="random Qwen2.5-0.5B", env={"trl": {"MICRO": "${QWEN_MICRO:-16}"}}),
     "qwen-7b": dict(model="qwen2.5-7b", about="random Qwen2.5-7B", env={"trl": {"MICRO": "${QWEN_MICRO:-16}"}}),
+    **{f"qwen{size}": dict(model=f"qwen2.5-{size}-tail{{len}}", task=LONG_TAIL,
+                           about=f"random Qwen2.5-{size.upper()}, long-tailed lengths",
+                           env={"trl": {"TASK": LONG_TAIL}, "verl": {"TASK": LONG_TAIL, "PROMPT_LEN": "160"}})
+       for size in ("0.5b", "1.5b", "7b")},
 }
-SHAPES["qwen0.5b"] = SHAPES["qwen"]  # the same shape, its size spelled out
 
 # (kind, workload) -> its command, its steps where no sN part says, what it needs and its description. The workload
 # "shape" is a SHAPE and its new tokens; {dir} is the run's folder, {model} the random model's, {len} the new tokens.
-THROUGHPUT = ("env=bench/throughput_task.py model_path={model} batch_size=64 n_generations=8 "
+THROUGHPUT = ("env={task} model_path={model} batch_size=64 n_generations=8 "
               "inference.max_response_length={len} steps_per_epoch={steps} save_every=0 val_every=0 resume=off")
 COMMANDS = {
     ("kit", "shape"): dict(
@@ -139,6 +149,7 @@ VLLMLOAD = dict(cmd="python bench/vllm_load_export.py ${BENCH_RUNS:-/tmp/runs/be
 # values they set (gpus, steps), env, what they need, and what bench/run.sh does around the run (runner).
 PARTS = {
     "{N}gpu": dict(kinds="kit", set={"gpus": "{N}"}, about="{N} GPUs"),
+    "hf": dict(kinds="kit", group="engine", args="inference.engine=hf", about="hf engine (the default)"),
     "vllm": dict(kinds="kit verl", group="engine", args="inference.engine=vllm", needs="vllm",
                  runner={"engine_stats": "1"}, about="vllm engine"),
     "sglang": dict(kinds="kit", group="engine", needs="sglang", runner={"engine_stats": "1"},
@@ -241,7 +252,7 @@ def parse(name: str) -> dict:
         spec = dict(spec, cmd=spec["cmd"].replace("python algorithm.py", PROFILE["cmd"], 1))
         about = f"{PROFILE['about']} {about}"
     run = assemble(name, kind, spec, values, chosen, about)
-    return dict(run, model=SHAPES[shape]["model"]) if shape else run
+    return dict(run, model=fill(SHAPES[shape]["model"], {"len": expand(values["len"])})) if shape else run
 
 
 def parse_workload(name: str, kind: str, base: str, rest: str):
@@ -256,7 +267,9 @@ def parse_workload(name: str, kind: str, base: str, rest: str):
     if shape and takes_shape:
         parts = rest[len(shape) + 1:].split("-") if rest != shape else []
         tokens = parts.pop(0) if parts and parts[0].isdigit() else "${LEN:-256}"
-        return "shape", shape, {"model": f"${{MODELS:-/tmp/models}}/{SHAPES[shape]['model']}", "len": tokens}, parts
+        model = fill(SHAPES[shape]["model"], {"len": expand(tokens)})
+        task = SHAPES[shape].get("task", "bench/throughput_task.py")
+        return "shape", shape, {"model": f"${{MODELS:-/tmp/models}}/{model}", "len": tokens, "task": task}, parts
     first, *parts = rest.split("-")
     task, fields = match(tasks, first)
     if task is None:
@@ -348,7 +361,7 @@ def check() -> list[str]:
                     problems.append(f"{name}: its command names {path}, which is not there")
     models = (ROOT / "bench" / "random_model.py").read_text()
     problems += [f"shape {shape}: bench/random_model.py does not make {spec['model']}"
-                 for shape, spec in SHAPES.items() if f'"{spec["model"]}"' not in models]
+                 for shape, spec in SHAPES.items() if f'"{spec["model"].split("-tail")[0]}"' not in models]
     problems += [f"retired part {part} is also declared in PARTS" for part in RETIRED if part in PARTS]
     return problems
 

@@ -11,7 +11,7 @@ environment of its own, which needs nothing of the kit's:
   /opt/trl/bin/python bench/trl_bench.py throughput /tmp/models/smollm2-135m 256 /tmp/trl_tput.json
 (bench/run.sh's trl-* runs: TRL_PYTHON=/opt/trl/bin/python; bench/offline/ carries TRL as .gpu/trl.tar.xz.)
 
-throughput: 64 prompts x 8 samples x NEW_TOKENS new tokens a step, chat prompts from bench/throughput_task.py
+throughput: 64 prompts x 8 samples x NEW_TOKENS new tokens a step, chat prompts from bench/throughput_task.py (TASK)
   ("What is {a} + {b}? Answer with the number only."), bf16 weights, lr 1e-6, 4 steps; one generation of 512
   completions feeds one optimizer step. Then plain sampled `model.generate` on the first step's 512 rows.
 learn: the kit's default task (env.py, my_reward.py, imported by path) on SmolLM2-135M-Instruct, 100 steps of
@@ -66,6 +66,7 @@ SMOKE = os.environ.get("SMOKE") == "1"
 GPU = torch.cuda.is_available() and not SMOKE
 MICRO = int(os.environ.get("MICRO", "8" if SMOKE else "32"))  # completions per forward/backward micro-batch
 GRAD_CKPT = os.environ.get("GRAD_CKPT") == "1"
+TASK = os.environ.get("TASK", "bench/throughput_task.py")  # throughput's prompts (bench/long_tail_task.py: long ones)
 
 
 def load_file(path: Path):
@@ -206,7 +207,7 @@ def throughput(model_dir, new_tokens, out):
                     samples=samples, new_tokens=new_tokens, micro_batch=MICRO, gradient_checkpointing=GRAD_CKPT,
                     dtype=str(model.dtype), device=torch.cuda.get_device_name() if GPU else "cpu", smoke=SMOKE)
     report.phase("load")
-    task, scorer = load_file(ROOT / "bench" / "throughput_task.py"), load_file(ROOT / "my_reward.py")
+    task, scorer = load_file(ROOT / TASK), load_file(ROOT / "my_reward.py")
     batches = [task.get_batch(prompts) for _ in range(steps)]
     args = grpo_args(gradient_accumulation_steps=prompts * samples // MICRO, num_generations=samples,
                      max_completion_length=new_tokens, learning_rate=1e-6, max_steps=steps)

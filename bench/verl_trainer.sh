@@ -26,7 +26,7 @@ tokens=16384  # config.yaml's training.actor.max_tokens_per_gpu: micro-batches b
 exec python -m verl.trainer.main_ppo \
   algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=true algorithm.use_kl_in_reward=false \
   data.train_files=$dir/data/train.parquet data.val_files=$dir/data/val.parquet data.shuffle=false data.seed=0 \
-  data.train_batch_size=64 data.max_prompt_length=64 data.max_response_length=$len \
+  data.train_batch_size=64 data.max_prompt_length=${PROMPT_LEN:-64} data.max_response_length=$len \
   actor_rollout_ref.model.path=$model actor_rollout_ref.model.use_remove_padding=false \
   +actor_rollout_ref.model.override_config.attn_implementation=sdpa \
   actor_rollout_ref.model.enable_gradient_checkpointing=false actor_rollout_ref.model.use_fused_kernels=false \

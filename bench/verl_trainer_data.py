@@ -1,4 +1,5 @@
-"""verl-format parquet files of bench/throughput_task.py's questions, for verl's own trainer (bench/verl_trainer.sh).
+"""verl-format parquet files of bench/throughput_task.py's questions (or TASK's: bench/long_tail_task.py), for verl's
+own trainer (bench/verl_trainer.sh).
 
   python bench/verl_trainer_data.py OUT_DIR N   # OUT_DIR/train.parquet (N rows), OUT_DIR/val.parquet (64 rows)
 
@@ -9,13 +10,15 @@ ground_truth}, extra_info {split, index}; my_reward.py scores them. The val file
 train rows) is only there because verl builds a val dataloader; the benchmark never validates.
 """
 
+import importlib
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for throughput_task
-import throughput_task  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for the task files
+task = importlib.import_module(Path(os.environ.get("TASK", "bench/throughput_task.py")).stem)
 
 STEP = 64  # the kit's batch_size in its throughput runs (bench/catalogue.py)
 
@@ -23,9 +26,9 @@ STEP = 64  # the kit's batch_size in its throughput runs (bench/catalogue.py)
 def rows(count: int, split: str) -> list[dict]:
     out = []
     while len(out) < count:
-        batch = throughput_task.get_batch(STEP)
+        batch = task.get_batch(STEP)
         for messages, truth in zip(batch["prompts"], batch["ground_truths"]):
-            out.append({"data_source": throughput_task.DATA_SOURCE, "prompt": messages, "ability": "math",
+            out.append({"data_source": task.DATA_SOURCE, "prompt": messages, "ability": "math",
                         "reward_model": {"style": "rule", "ground_truth": truth},
                         "extra_info": {"split": split, "index": len(out)}})
     return out[:count]
