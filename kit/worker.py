@@ -19,8 +19,8 @@ from verl.utils.device import get_device_name, set_expandable_segments
 from verl.utils.torch_functional import get_response_mask
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-from kit.patches import (causal_padding, cpu_platform, on_policy, optimizer_offload, padding, single_rank, token_log_probs,
-                         value_model)
+from kit.patches import (causal_padding, cpu_platform, micro_batches, on_policy, optimizer_offload, padding, single_rank,
+                         token_log_probs, value_model)
 from kit.rollout.batching import rollout_layout
 from kit.rollout.sampler import Sampler
 from kit.run import export
@@ -32,6 +32,7 @@ def install_patches():
     token_log_probs.install()
     causal_padding.install()
     padding.install()
+    micro_batches.install()
     single_rank.install()
     value_model.install()
     if get_device_name() == "cpu":

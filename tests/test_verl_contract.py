@@ -606,3 +606,33 @@ def test_group_estimators_are_verls_estimators_that_take_each_responses_group():
     takes_group = {name for name, fn in core_algos.ADV_ESTIMATOR_REGISTRY.items()
                    if "index" in inspect.signature(fn).parameters}
     assert set(GROUP_ESTIMATORS) == takes_group
+
+
+def test_verls_engine_takes_its_micro_batches_from_the_name_the_kit_replaces():
+    """kit/patches/micro_batches.py replaces rearrange_micro_batches in verl/workers/engine/utils.py, whose
+    prepare_micro_batches calls it by that name, with these arguments, for every forward and update."""
+    from verl.utils import seqlen_balancing
+    from verl.workers.engine import utils as engine_utils
+
+    from kit.patches import micro_batches
+
+    assert engine_utils.rearrange_micro_batches in (seqlen_balancing.rearrange_micro_batches,
+                                                    micro_batches.rearrange_micro_batches)  # verl's, or installed
+    source = inspect.getsource(engine_utils.prepare_micro_batches)
+    assert "micro_batches, batch_idx_list = rearrange_micro_batches(" in source
+    assert list(inspect.signature(seqlen_balancing.rearrange_micro_batches).parameters) == [
+        "batch", "max_token_len", "dp_group", "num_batches_divided_by", "same_micro_num_in_dp", "min_num_micro_batch",
+        "use_dynamic_bsz_balance", "force_group_size"]
+
+
+def test_verls_losses_are_normalised_by_the_global_batch_so_grouping_rows_changes_nothing():
+    """The kit groups rows into other micro-batches than verl does: the sum of the micro-batches' losses is the same
+    because agg_loss divides by the global batch's tokens (token-mean) or rows (seq-mean), not the micro-batch's."""
+    torch.manual_seed(0)
+    loss, mask = torch.randn(6, 5), (torch.rand(6, 5) > 0.3).float()
+    for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
+        def total(parts):
+            return sum(core_algos.agg_loss(loss[p], mask[p], mode, batch_num_tokens=int(mask.sum()), dp_size=1,
+                                           global_batch_size=6) for p in parts)
+
+        assert torch.allclose(total([[0, 1, 2, 3, 4, 5]]), total([[5, 1], [0], [2, 3, 4]])), mode

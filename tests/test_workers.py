@@ -125,3 +125,25 @@ def test_checkpoint_and_hugging_face_export(setup, tmp_path):
     ids = tok("What is 1 + 1?", return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] > ids.shape[1]
+
+
+def test_micro_batches_of_like_length_give_the_update_of_one_micro_batch(setup, tmp_path):
+    """kit/patches/micro_batches.py: an update over micro-batches of one or two rows (sorted by length) gives the same
+    losses, gradient and new weights as over the whole batch in one micro-batch (float32, CPU)."""
+    cfg, workers, tok = setup
+    batch = inference.generate(workers.actor, tok, PROMPTS, cfg, n=4, seed=6)  # 8 rows of unequal lengths
+    batch = batch.union(training.compute_ref_log_probs(workers, batch, cfg))
+    batch.batch["advantages"] = torch.linspace(-1, 1, 8)[:, None].expand(8, 6).clone()
+    lengths = batch.batch["attention_mask"].sum(-1)
+    assert len(set(lengths.tolist())) > 1
+    training.save_checkpoint(workers, str(tmp_path / "before"), step=0)
+    updated, after, budget = {}, {}, cfg.training.actor.max_tokens_per_gpu
+    for name, tokens in (("one micro-batch", budget), ("like lengths", int(lengths.max()) + 1)):
+        training.load_checkpoint(workers, str(tmp_path / "before"))
+        cfg.training.actor.max_tokens_per_gpu = tokens  # the longest row and a little: one row (or two short ones)
+        updated[name] = training.update_actor(workers, copy.deepcopy(batch), cfg)
+        after[name] = training.compute_log_probs(workers, batch, cfg).batch["old_log_probs"]
+    cfg.training.actor.max_tokens_per_gpu = budget
+    for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm"):
+        assert updated["like lengths"][key] == pytest.approx(updated["one micro-batch"][key], rel=1e-5, abs=1e-7), key
+    assert torch.allclose(after["like lengths"], after["one micro-batch"], atol=1e-6)

@@ -5,6 +5,7 @@ each checked against verl's own behaviour by a contract test (tests/test_verl_co
 - token_log_probs: verl's token log-probs from logits without flash-attn (a Python loop over tokens);
 - causal_padding: the attention mask and logits gather of verl's padded micro-batches;
 - padding: verl's no_padding_2_padding (a Python loop over rows);
+- micro_batches: verl's arrangement of micro-batches, which pads long and short rows together;
 - single_rank: gradient clipping and AdamW over DTensors when one rank holds the whole model;
 - optimizer_offload: where verl's engine keeps an offloaded AdamW state during an update;
 - on_policy: verl's separate old-log-prob pass, skipped when the old policy is the current one;
