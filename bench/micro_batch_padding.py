@@ -1,6 +1,7 @@
 """How many tokens the update's padded micro-batches hold for each real one, for long-tailed response lengths: verl's
 arrangement (rearrange_micro_batches, which balances the sum of squared lengths across micro-batches, as its
-remove-padding path wants) against rows sorted by length and filled while rows x longest row fits the token budget.
+remove-padding path wants) against the kit's (kit/patches/micro_batches.py: rows sorted by length, filled while
+rows x longest row fits the token budget).
 Without flash-attn the kit trains on padded micro-batches (each row padded to its micro-batch's longest), so
 that ratio is the update's work over the work its real tokens need. CPU only, a few seconds.
 
@@ -9,10 +10,14 @@ that ratio is the update's work over the work its real tokens need. CPU only, a 
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from verl.utils.seqlen_balancing import calculate_workload, get_seqlen_balanced_partitions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for kit
+from kit.patches.micro_batches import by_length  # noqa: E402  the kit's arrangement
 
 
 def verls(lengths: list[int], budget: int) -> list[list[int]]:
@@ -26,16 +31,6 @@ def verls(lengths: list[int], budget: int) -> list[list[int]]:
         count += 1
 
 
-def sorted_fill(lengths: list[int], budget: int) -> list[list[int]]:
-    """Longest first; a micro-batch takes rows while their count times its first (longest) row fits the budget."""
-    parts, current = [], []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if current and (len(current) + 1) * lengths[current[0]] > budget:
-            parts.append(current)
-            current = []
-        current.append(i)
-    return parts + [current]
-
 
 def padded(lengths: list[int], parts: list[list[int]]) -> int:
     return sum(len(part) * max(lengths[i] for i in part) for part in parts)
@@ -48,7 +43,7 @@ def main(rows: int, prompt: int):
         lengths = (np.minimum(rng.geometric(4 / limit, rows), limit) + prompt).tolist()  # the long-tail workload's
         for budget in (16384, 32768, 65536):
             if budget >= limit + prompt:
-                ours, theirs = sorted_fill(lengths, budget), verls(lengths, budget)
+                ours, theirs = by_length(lengths, budget), verls(lengths, budget)
                 real = sum(lengths)
                 print(f"{limit:>6} {budget:>6}: {len(theirs):>3} {padded(lengths, theirs) / real:.2f}x | "
                       f"{len(ours):>3} {padded(lengths, ours) / real:.2f}x")
